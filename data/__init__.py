@@ -1,0 +1,1 @@
+"""Dataset registry, corrected dataset readers and procedurally generated scenes."""

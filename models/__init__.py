@@ -1,0 +1,1 @@
+"""Stereo networks, their registry and their published weights."""

@@ -1,0 +1,1 @@
+"""Metrics, losses, padding, distributed helpers, logging and checkpoints."""
