@@ -1,0 +1,77 @@
+import argparse
+
+import pytest
+import torch
+
+from utils.checkpoint import (
+    load_checkpoint,
+    model_state_from_checkpoint,
+    plain_args,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+
+def _checkpoint():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    args = argparse.Namespace(model="crestereo_base", crop_size=(64, 96), lr=1e-3, weights=None, tb=True)
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": {"last_epoch": 3},
+        "step": 3,
+        "args": plain_args(args),
+        "scaler": None,
+        "rng": rng_state(),
+        "data_position": 24,
+    }
+
+
+def test_roundtrip_weights_only(tmp_path):
+    obj = _checkpoint()
+    path = tmp_path / "sub" / "run.pth"
+    save_checkpoint(obj, path)
+    assert [p.name for p in path.parent.iterdir()] == ["run.pth"]  # no temporary file left behind
+    back = torch.load(path, weights_only=True)
+    assert back["args"]["crop_size"] == [64, 96] and back["step"] == 3
+    assert torch.equal(back["model"]["weight"], obj["model"]["weight"])
+    state, name = model_state_from_checkpoint(load_checkpoint(path))
+    assert name == "crestereo_base" and set(state) == {"weight", "bias"}
+
+
+def test_raw_state_dict():
+    sd = torch.nn.Linear(2, 2).state_dict()
+    state, name = model_state_from_checkpoint(sd)
+    assert name is None and state is sd
+    with pytest.raises(ValueError, match="Not a model checkpoint"):
+        model_state_from_checkpoint({"foo": 1})
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pth")
+    good = tmp_path / "good.pth"
+    save_checkpoint(_checkpoint(), good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        load_checkpoint(truncated)
+    text = tmp_path / "text.pth"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        load_checkpoint(text)
+    foreign = tmp_path / "list.pth"
+    torch.save([1, 2], foreign)
+    with pytest.raises(ValueError, match="holds a list"):
+        load_checkpoint(foreign)
+
+
+def test_rng_roundtrip():
+    state = rng_state()
+    a = torch.rand(3)
+    set_rng_state(state)
+    assert torch.equal(torch.rand(3), a)

@@ -1,0 +1,94 @@
+"""Training checkpoints as plain data: atomic writes, `weights_only=True` reads, clear errors.
+
+A checkpoint is a dict with `model`, `optimizer`, `scheduler`, `step` (last completed step), `args` (plain
+dict of the command line, `args["model"]` the model name), `scaler`, `rng` and `data_position`. Everything
+in it is a tensor, a number, a string, a list, a dict or None, so `torch.load(path, weights_only=True)`
+reads it without executing code.
+"""
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Write `obj` to `path` atomically: a temporary file in the same directory, then `os.replace`.
+
+    A run killed while saving leaves either the previous file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint or a raw state dict with `weights_only=True`; one clear error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path (e.g. --resume-path / --weights).")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"Cannot read checkpoint {path}: the file is truncated, corrupt or not a PyTorch checkpoint of plain "
+            f"data ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Re-download it or pick an "
+            "earlier checkpoint."
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict or a training checkpoint.")
+    return obj
+
+
+def model_state_from_checkpoint(obj: dict) -> tuple[dict, str | None]:
+    """Return `(state_dict, model_name or None)` from one of our training checkpoints or a raw state dict."""
+    if isinstance(obj.get("model"), dict):
+        args = obj.get("args")
+        name = args.get("model") if isinstance(args, dict) else None
+        return obj["model"], name
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj, None
+    raise ValueError(
+        "Not a model checkpoint: expected a training checkpoint with a 'model' entry or a raw state dict of tensors."
+    )
+
+
+def plain_args(args: argparse.Namespace | dict) -> dict:
+    """The command-line arguments as a dict of plain values (tuples become lists), loadable with weights_only."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return str(value)
+
+    items = vars(args).items() if isinstance(args, argparse.Namespace) else args.items()
+    return {k: plain(v) for k, v in items}
+
+
+def rng_state() -> dict:
+    """torch's CPU and CUDA generator states, as tensors."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved (the CUDA part only where CUDA is present)."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
