@@ -1,0 +1,73 @@
+import io
+import math
+
+import pytest
+import torch
+
+from utils.lr_schedule import lr_at, make_lr_schedule
+
+RECIPE_1 = dict(total_steps=300000, lr=4e-4, min_lr=2e-5, warmup_steps=6000, decay_after_steps=30000)
+RECIPE_2 = dict(total_steps=9 * 12000, lr=4e-4, min_lr=2e-5, warmup_steps=0, decay_after_steps=0)
+
+
+@pytest.mark.parametrize("method", ["cosine", "linear", "exponential"])
+def test_recipe_1_milestones(method):
+    at = lambda t: lr_at(t, decay_method=method, **RECIPE_1)  # noqa: E731
+    assert at(0) == pytest.approx(4e-4 * 0.02)  # warmup start
+    assert at(3000) == pytest.approx(4e-4 * (0.02 + 0.98 * 0.5))  # linear warmup midpoint
+    assert at(5999) < 4e-4
+    assert at(6000) == pytest.approx(4e-4)  # warmup end: flat phase at lr, not lr**2
+    assert at(29999) == pytest.approx(4e-4)
+    assert at(30000) == pytest.approx(4e-4)  # decay start
+    assert at(30001) < 4e-4
+    assert at(299999) == pytest.approx(2e-5, rel=1e-9)  # last step = min-lr exactly
+    mid = at(30000 + 269999 // 2)
+    expected_mid = {"cosine": (4e-4 + 2e-5) / 2, "linear": (4e-4 + 2e-5) / 2, "exponential": math.sqrt(4e-4 * 2e-5)}
+    assert mid == pytest.approx(expected_mid[method], rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["cosine", "linear", "exponential"])
+def test_recipe_2_milestones(method):
+    at = lambda t: lr_at(t, decay_method=method, **RECIPE_2)  # noqa: E731
+    assert at(0) == pytest.approx(4e-4)
+    assert at(1) < 4e-4
+    assert at(107999) == pytest.approx(2e-5, rel=1e-9)
+
+
+def test_constant_warmup():
+    assert lr_at(10, warmup_method="constant", warmup_factor=0.1, **RECIPE_1) == pytest.approx(4e-5)
+    assert lr_at(6000, warmup_method="constant", warmup_factor=0.1, **RECIPE_1) == pytest.approx(4e-4)
+
+
+def test_scheduler_follows_lr_at_and_saves_plain_data():
+    params = dict(total_steps=10, min_lr=1e-4, warmup_steps=3, decay_after_steps=5, decay_method="cosine")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
+    sched = make_lr_schedule(opt, lr=1e-3, **params)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([lr_at(t, lr=1e-3, **params) for t in range(10)])
+    assert seen[-1] == pytest.approx(1e-4)
+    buf = io.BytesIO()
+    torch.save(sched.state_dict(), buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["last_epoch"] == 10
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(warmup_steps=40000), "longer than --decay-after-steps"),
+        (dict(decay_after_steps=300000), "must be smaller than"),
+        (dict(min_lr=1e-3), "min-lr"),
+        (dict(min_lr=0.0, decay_method="exponential"), "exponential needs"),
+        (dict(decay_method="step"), "--lr-decay-method must be one of"),
+        (dict(warmup_method="cosine"), "--lr-warmup-method must be one of"),
+    ],
+)
+def test_bad_schedules(changes, message):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=message):
+        make_lr_schedule(opt, **{**RECIPE_1, **changes})
