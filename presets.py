@@ -1,0 +1,141 @@
+"""Training and evaluation pipelines built from ``transforms.py``.
+
+Both presets take and return ``(images, disparities, masks)`` (docs/architecture.md) and output float32
+normalised images, float32 ``(1, h, w)`` disparities and bool ``(h, w)`` masks.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+import transforms as T
+
+Number = Union[float, Sequence[float]]
+
+
+class StereoMatchingTrainPreset(nn.Module):
+    """Training augmentation with the reference options (section 3.3), every one reachable from train.py.
+
+    Order: [Resize] -> RandomRescaleAndCrop -> AsymmetricColorJitter -> AsymmetricGammaAdjust -> [Grayscale]
+    -> RandomSpatialShift -> float -> RandomHorizontalFlip -> RandomVerticalFlip -> RandomOcclusion ->
+    RandomErase -> Normalize -> MakeValidDisparityMask -> ValidateModelInput.
+
+    It differs from the reference order in one way: scale and crop come first, so colour, gamma and the
+    spatial shift work on the crop instead of the full image (the reference spends most of its time there).
+    Colour, gamma and grayscale are per-pixel, so this only changes contrast's reference mean (crop mean
+    instead of image mean); the shift of the right view replicates the crop's border instead of exposing its
+    neighbours. ``sparse_gt`` selects exact point scattering for sparse ground truth (KITTI).
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_size: Sequence[int],
+        resize_size: Optional[Union[int, Sequence[int]]] = None,
+        rescale_prob: float = 1.0,
+        scaling_type: str = "exponential",
+        scale_range: Sequence[float] = (-0.2, 0.5),
+        scale_interpolation_type: str = "bilinear",
+        use_grayscale: bool = False,
+        mean: Number = 0.5,
+        std: Number = 0.5,
+        max_disparity: Optional[float] = None,
+        spatial_shift_prob: float = 0.5,
+        spatial_shift_max_angle: float = 0.5,
+        spatial_shift_max_displacement: float = 0.5,
+        spatial_shift_interpolation_type: str = "bilinear",
+        gamma_range: Sequence[float] = (0.8, 1.2),
+        brightness: Number = (0.8, 1.2),
+        contrast: Number = (0.8, 1.2),
+        saturation: Number = 0.0,
+        hue: Number = 0.0,
+        asymmetric_jitter_prob: float = 1.0,
+        horizontal_flip_prob: float = 0.5,
+        vertical_flip_prob: float = 0.0,
+        occlusion_prob: float = 0.0,
+        occlusion_px_range: Sequence[int] = (50, 100),
+        erase_prob: float = 0.0,
+        erase_px_range: Sequence[int] = (50, 100),
+        erase_num_repeats: int = 1,
+        sparse_gt: bool = False,
+    ) -> None:
+        super().__init__()
+        steps: list[nn.Module] = []
+        if resize_size is not None:
+            steps.append(T.Resize(resize_size, scale_interpolation_type, sparse_gt=sparse_gt))
+        steps += [
+            T.RandomRescaleAndCrop(
+                crop_size, scale_range, rescale_prob, scaling_type, scale_interpolation_type, sparse_gt=sparse_gt
+            ),
+            T.AsymmetricColorJitter(brightness, contrast, saturation, hue, p=asymmetric_jitter_prob),
+            T.AsymmetricGammaAdjust(p=asymmetric_jitter_prob, gamma_range=gamma_range),
+        ]
+        if use_grayscale:
+            steps.append(T.ConvertToGrayscale())
+        steps += [
+            T.RandomSpatialShift(
+                spatial_shift_prob,
+                spatial_shift_max_angle,
+                spatial_shift_max_displacement,
+                spatial_shift_interpolation_type,
+            ),
+            T.ConvertImageDtype(torch.float32),
+            T.RandomHorizontalFlip(horizontal_flip_prob),
+            T.RandomVerticalFlip(vertical_flip_prob),
+            T.RandomOcclusion(occlusion_prob, occlusion_px_range),
+            T.RandomErase(erase_prob, erase_px_range, max_erase=erase_num_repeats),
+            T.Normalize(mean, std),
+            T.MakeValidDisparityMask(max_disparity),
+            T.ValidateModelInput(),
+        ]
+        self.transforms = T.Compose(steps)
+
+    def forward(self, images, disparities, masks) -> T.Sample:
+        return self.transforms(images, disparities, masks)
+
+
+class StereoMatchingEvalPreset(nn.Module):
+    """Evaluation preprocessing, in one of two modes.
+
+    - ``resize_size=(H, W)`` (default 384x512): the protocol of torchvision's published numbers. Images to
+      float in [0, 1], bilinear resize without antialias; disparity resized bilinearly without antialias and
+      multiplied by ``W / W_orig``; mask nearest-resized and AND-ed with ``disp > 0``; normalised.
+    - ``resize_size=None``: native resolution. Only float conversion, normalisation and the valid mask; the
+      evaluation loop pads the model input and crops the prediction back.
+    """
+
+    def __init__(
+        self,
+        *,
+        resize_size: Optional[Union[int, Sequence[int]]] = (384, 512),
+        mean: Number = 0.5,
+        std: Number = 0.5,
+        max_disparity: Optional[float] = None,
+        interpolation_type: str = "bilinear",
+        use_grayscale: bool = False,
+    ) -> None:
+        super().__init__()
+        steps: list[nn.Module] = [T.ConvertImageDtype(torch.float32)]
+        if use_grayscale:
+            steps.append(T.ConvertToGrayscale())
+        if resize_size is not None:
+            steps.append(T.Resize(resize_size, interpolation_type))
+        steps += [T.Normalize(mean, std), T.MakeValidDisparityMask(max_disparity), T.ValidateModelInput()]
+        self.transforms = T.Compose(steps)
+
+    def forward(self, images, disparities, masks) -> T.Sample:
+        return self.transforms(images, disparities, masks)
+
+
+def eval_preset_from_weights(weights: Any, **overrides: Any) -> StereoMatchingEvalPreset:
+    """The eval preset that published weights were evaluated with.
+
+    Reads the keyword arguments of ``StereoMatchingEvalPreset`` from ``weights.meta["eval_preset"]`` when the
+    weights carry them, otherwise uses the published protocol (384x512, mean = std = 0.5); ``overrides``
+    win (e.g. ``resize_size=None`` for native resolution).
+    """
+    meta = getattr(weights, "meta", None) or {}
+    kwargs = {**dict(meta.get("eval_preset", {})), **overrides}
+    return StereoMatchingEvalPreset(**kwargs)
