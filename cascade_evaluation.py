@@ -1,0 +1,226 @@
+"""Evaluate a stereo model over a sweep of cascades x recurrent iterations and write the published log.
+
+    python cascade_evaluation.py --dataset middlebury2014-train --dataset-root $root \
+        --weights CREStereo_Base_Weights.CRESTEREO_ETH_MBL_V1 --device cpu
+    torchrun --nproc_per_node 4 cascade_evaluation.py ... --checkpoint checkpoints/run.pth
+
+Writes ``{name}_{dataset}_{size}_eval.log`` (published layout, reference aggregation, 3 decimals) and the same
+numbers, unrounded and with the pooled aggregation too, as ``..._eval.json`` into ``--output-dir``, once,
+from rank 0. ``{name}`` is the checkpoint file name without ``.pth`` or the weights name.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from utils.distributed import cleanup, init_distributed, is_main_process
+from utils.evaluation import evaluate, make_eval_loader, size_divisor
+from utils.metrics import AVAILABLE_METRICS
+from utils.padder import PADDER_MODES
+from utils.visualization import denormalize, save_disparity_figure
+
+DEFAULT_LOG_METRICS = ["mae", "rmse", "1px", "3px", "5px", "relepe"]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="PyTorch Stereo Matching Evaluation")
+    parser.add_argument("--dataset", default="middlebury2014-train", help="dataset registry name (with ground truth)")
+    parser.add_argument("--dataset-root", default="", help="root folder of the datasets")
+    parser.add_argument("--weights", default=None, help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth path")
+    parser.add_argument("--checkpoint", default=None, help="one of our training checkpoints, or a raw state dict with --model")
+    parser.add_argument("--model", default="crestereo_base", help="model name for --weights and raw state dicts")
+    parser.add_argument("--batch-size", default=1, type=int, help="1 gives the published per-image averages")
+    parser.add_argument("--workers", default=0, type=int, help="data-loading worker processes")
+    parser.add_argument(
+        "--eval-size", default=["384", "512"], nargs="+",
+        help="H W to resize every sample to (published protocol: 384 512), or 'native' for the original resolution",
+    )
+    parser.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    parser.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    parser.add_argument("--use-grayscale", action="store_true", help="grayscale inputs (3 identical channels)")
+    parser.add_argument("--interpolation-strategy", default="bilinear", choices=["bilinear", "bicubic", "mixed"],
+                        help="image interpolation of the --eval-size resize")
+    parser.add_argument("--max-disparity", default=None, type=float, help="ignore ground truth at or above this disparity")
+    parser.add_argument("--n_iterations", "--n-iterations", dest="n_iterations", default=[2, 5, 10, 20], type=int, nargs="+")
+    parser.add_argument("--n_cascades", "--n-cascades", dest="n_cascades", default=[1, 2], type=int, nargs="+")
+    parser.add_argument(
+        "--metrics", default=DEFAULT_LOG_METRICS, nargs="+", choices=AVAILABLE_METRICS,
+        help="metrics of the log, in order; fl-all is always added",
+    )
+    parser.add_argument("--mixed-precision", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--padder-type", default="kitti", choices=list(PADDER_MODES) + ["none"],
+        help="where padding to the model's size multiple goes; 'none' requires sizes that are multiples already",
+    )
+    parser.add_argument("--output-dir", default=".", help="folder for the log, the JSON and --save-images figures")
+    parser.add_argument("--save-images", action="store_true", help="save a figure per sample and configuration")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject bad flag combinations with one clear message each, before anything is loaded."""
+    if (args.weights is None) == (args.checkpoint is None):
+        parser.error("give exactly one of --weights (published weights or a .pth) and --checkpoint (a training checkpoint)")
+    if args.eval_size == ["native"]:
+        args.eval_size = None
+        if args.batch_size != 1:
+            parser.error("--eval-size native keeps each image's own size, so it needs --batch-size 1")
+    else:
+        try:
+            args.eval_size = [int(v) for v in args.eval_size]
+        except ValueError:
+            args.eval_size = []
+        if len(args.eval_size) != 2 or min(args.eval_size) < 1:
+            parser.error("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'")
+    if min(args.n_cascades) < 1 or min(args.n_iterations) < 1:
+        parser.error("--n-cascades and --n-iterations take integers of at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if len(args.norm_mean) != 3 or len(args.norm_std) != 3:
+        parser.error("--norm-mean and --norm-std take three values (R G B)")
+    if "fl-all" not in args.metrics:
+        args.metrics = list(args.metrics) + ["fl-all"]
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """``{weights or checkpoint name}_{dataset}_{size}``: the stem of every output file."""
+    source = args.checkpoint or args.weights
+    name = Path(source).name.removesuffix(".pth") if source.endswith(".pth") else source
+    size = "native" if args.eval_size is None else "x".join(map(str, args.eval_size))
+    return f"{name}_{args.dataset}_{size}"
+
+
+def format_log(dataset: str, eval_size: list[int] | None, results: dict, cascades: list[int], iterations: list[int],
+               metrics: list[str]) -> str:
+    """The published log: one brace block per cascade count, one line per iteration count (3 decimals)."""
+    lines = [f"Dataset: {dataset} @size: {eval_size if eval_size is not None else 'native'}:"]
+    for c in cascades:
+        lines += ["{", f"\t{c}: {{"]
+        for i in iterations:
+            values = results[(c, i)]["reference"]
+            lines.append(f"\t\t{i}: {({m: float(f'{values[m]:.3f}') for m in metrics})}")
+        lines += ["\t},", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.nn.Module:
+    from models import get_model
+
+    try:
+        if args.weights is not None:
+            return get_model(args.model, weights=args.weights)
+        from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
+
+        state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
+        model = get_model(name or args.model)
+        model.load_state_dict(state)
+        return model
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        parser.error(f"cannot build the model: {e}")
+
+
+def make_dataset_for_eval(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    from data.registry import dataset_spec, make_dataset
+    from presets import StereoMatchingEvalPreset
+
+    try:
+        spec = dataset_spec(args.dataset)
+    except (ValueError, KeyError) as e:
+        parser.error(str(e))
+    if not spec.has_gt:
+        parser.error(f"dataset {args.dataset} has no ground-truth disparity; evaluate a split with ground truth (e.g. middlebury2014-train)")
+    preset = StereoMatchingEvalPreset(
+        resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
+        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
+    )
+    try:
+        dataset = make_dataset(args.dataset, args.dataset_root, transforms=preset, for_eval=True)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        parser.error(str(e))
+    if len(dataset) == 0:
+        parser.error(f"dataset {args.dataset} under {args.dataset_root!r} is empty; check --dataset-root")
+    return dataset
+
+
+def image_saver(args: argparse.Namespace, folder: Path):
+    """An ``on_prediction`` callback writing one figure per sample and configuration."""
+
+    def save(config, indices, left, right, disp, valid, pred):
+        c, i = config
+        for j in range(pred.shape[0]):
+            index = indices[j] if indices is not None else j
+            save_disparity_figure(
+                folder / f"{c}c_{i}i" / f"{index:05d}.png",
+                denormalize(left[j], args.norm_mean, args.norm_std),
+                denormalize(right[j], args.norm_mean, args.norm_std),
+                pred[j], disp[j], valid[j] if valid is not None else None,
+                title=f"{args.dataset} #{index}: {c} cascade(s), {i} iterations",
+            )
+
+    return save
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    try:
+        state = init_distributed(args.device)
+    except RuntimeError as e:
+        parser.error(str(e))
+    dataset = make_dataset_for_eval(parser, args)
+    model = load_model(parser, args).to(state.device)
+    if args.padder_type == "none" and args.eval_size is not None:
+        divisor = size_divisor(model, max(args.n_cascades))
+        if any(s % divisor for s in args.eval_size):
+            parser.error(
+                f"--eval-size {args.eval_size} is not divisible by {divisor}, which {max(args.n_cascades)} cascade(s) "
+                "need; pick a multiple or use --padder-type kitti/sintel"
+            )
+
+    name = run_name(args)
+    output_dir = Path(args.output_dir)
+    loader = make_eval_loader(dataset, args.batch_size, args.workers, pin_memory=state.device.type == "cuda")
+    autocast_dtype = None
+    if args.mixed_precision:
+        autocast_dtype = torch.float16 if state.device.type == "cuda" else torch.bfloat16
+    results = evaluate(
+        model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
+        padder_type=args.padder_type, autocast_dtype=autocast_dtype,
+        on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
+        desc=f"{args.dataset} evaluation",
+    )
+
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        size = args.eval_size if args.eval_size is not None else "native"
+        for (c, i), values in results.items():
+            summary = ", ".join(f"{m} {v:.4f}" for m, v in values["reference"].items())
+            print(f"{args.dataset} @ {size}  cascades {c}  iterations {i}: {summary}")
+        log_path = output_dir / f"{name}_eval.log"
+        log_path.write_text(format_log(args.dataset, args.eval_size, results, args.n_cascades, args.n_iterations, args.metrics))
+        record = {
+            "dataset": args.dataset,
+            "eval_size": size,
+            "source": args.checkpoint or args.weights,
+            "model": args.model,
+            "num_samples": len(dataset),
+            "batch_size": args.batch_size,
+            "padder_type": args.padder_type,
+            "log_aggregation": "reference",
+            "results": [
+                {"cascades": c, "iterations": i, **values} for (c, i), values in results.items()
+            ],
+        }
+        (output_dir / f"{name}_eval.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"Saved the evaluation log to {log_path} and {log_path.with_suffix('.json')}")
+    cleanup()
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    args = parser.parse_args()
+    check_args(parser, args)
+    main(args, parser)

@@ -1,0 +1,98 @@
+import ast
+import re
+
+import pytest
+
+from cascade_evaluation import check_args, format_log, get_args_parser, run_name
+
+# The published log of CREStereo_Base_Weights.CRESTEREO_ETH_MBL_V1 (recipes.md), verbatim.
+PUBLISHED = """Dataset: middlebury2014-train @size: [384, 512]:
+{
+\t1: {
+\t\t2: {'mae': 2.363, 'rmse': 4.352, '1px': 0.611, '3px': 0.828, '5px': 0.891, 'relepe': 0.176, 'fl-all': 64.511}
+\t\t5: {'mae': 1.618, 'rmse': 3.71, '1px': 0.761, '3px': 0.879, '5px': 0.918, 'relepe': 0.154, 'fl-all': 77.128}
+\t\t10: {'mae': 1.416, 'rmse': 3.53, '1px': 0.777, '3px': 0.896, '5px': 0.933, 'relepe': 0.148, 'fl-all': 78.388}
+\t\t20: {'mae': 1.448, 'rmse': 3.583, '1px': 0.771, '3px': 0.893, '5px': 0.931, 'relepe': 0.145, 'fl-all': 77.7}
+\t},
+}
+{
+\t2: {
+\t\t2: {'mae': 1.972, 'rmse': 4.125, '1px': 0.73, '3px': 0.865, '5px': 0.908, 'relepe': 0.169, 'fl-all': 74.396}
+\t\t5: {'mae': 1.403, 'rmse': 3.448, '1px': 0.793, '3px': 0.905, '5px': 0.937, 'relepe': 0.151, 'fl-all': 80.186}
+\t\t10: {'mae': 1.312, 'rmse': 3.368, '1px': 0.799, '3px': 0.912, '5px': 0.943, 'relepe': 0.148, 'fl-all': 80.379}
+\t\t20: {'mae': 1.376, 'rmse': 3.542, '1px': 0.796, '3px': 0.91, '5px': 0.942, 'relepe': 0.149, 'fl-all': 80.054}
+\t},
+}
+"""
+
+
+def parse_log(text):
+    """((dataset, size), {(cascades, iterations): metrics}) from a log in the published layout."""
+    lines = text.splitlines()
+    header = re.fullmatch(r"Dataset: (\S+) @size: (.+):", lines[0]).groups()
+    results, k = {}, 1
+    while k < len(lines):
+        assert lines[k] == "{"
+        c = int(re.fullmatch(r"\t(\d+): \{", lines[k + 1]).group(1))
+        k += 2
+        while lines[k] != "\t},":
+            i, values = re.fullmatch(r"\t\t(\d+): (\{.*\})", lines[k]).groups()
+            results[(c, int(i))] = ast.literal_eval(values)
+            k += 1
+        assert lines[k + 1] == "}"
+        k += 2
+    return header, results
+
+
+def test_log_reproduces_the_published_layout_line_by_line():
+    (dataset, size), published = parse_log(PUBLISHED)
+    assert (dataset, size) == ("middlebury2014-train", "[384, 512]")
+    # unrounded inputs, as evaluate() returns them: rounding to 3 decimals must give the published text
+    results = {key: {"reference": {m: v + 4e-4 for m, v in values.items()}} for key, values in published.items()}
+    metrics = ["mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all"]
+    text = format_log(dataset, [384, 512], results, [1, 2], [2, 5, 10, 20], metrics)
+    assert text.splitlines() == PUBLISHED.splitlines()
+    assert text == PUBLISHED
+
+
+def test_log_follows_flag_order_and_native_size():
+    results = {(c, i): {"reference": {"mae": c + i / 100, "fl-all": 50.0}} for c in (1, 2) for i in (3, 1)}
+    text = format_log("synthetic-val", None, results, [2, 1], [3, 1], ["mae", "fl-all"])
+    assert text.splitlines()[:4] == ["Dataset: synthetic-val @size: native:", "{", "\t2: {", "\t\t3: {'mae': 2.03, 'fl-all': 50.0}"]
+    assert list(parse_log(text)[1]) == [(2, 3), (2, 1), (1, 3), (1, 1)]
+
+
+def _args(*argv):
+    parser = get_args_parser()
+    args = parser.parse_args(list(argv))
+    check_args(parser, args)
+    return args
+
+
+def test_defaults_sweep_the_published_table_and_both_spellings_work():
+    args = _args("--weights", "CREStereo_Base_Weights.MEGVII_V1")
+    assert (args.n_cascades, args.n_iterations, args.eval_size) == ([1, 2], [2, 5, 10, 20], [384, 512])
+    assert args.metrics == ["mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all"]
+    assert run_name(args) == "CREStereo_Base_Weights.MEGVII_V1_middlebury2014-train_384x512"
+    a = _args("--weights", "w.pth", "--n_cascades", "3", "--n-iterations", "4", "--eval-size", "native")
+    b = _args("--weights", "w.pth", "--n-cascades", "3", "--n_iterations", "4", "--eval-size", "native")
+    assert (a.n_cascades, a.n_iterations, a.eval_size) == (b.n_cascades, b.n_iterations, b.eval_size) == ([3], [4], None)
+    assert run_name(a) == "w_middlebury2014-train_native"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "exactly one of --weights"),
+        (["--weights", "W.X", "--checkpoint", "c.pth"], "exactly one of --weights"),
+        (["--weights", "W.X", "--eval-size", "384"], "two positive integers"),
+        (["--weights", "W.X", "--eval-size", "native", "--batch-size", "2"], "--batch-size 1"),
+        (["--weights", "W.X", "--n-cascades", "0"], "at least 1"),
+        (["--checkpoint", "/nonexistent/run.pth"], "does not exist"),
+    ],
+)
+def test_bad_flags_get_one_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _args(*argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
