@@ -66,7 +66,9 @@ class _ContractMixin:
             if disparity is None:
                 continue
             if self._keys[image] != self._keys[disparity]:
-                raise ValueError(f"Left image {image} is paired with {disparity}: image and disparity files differ")
+                raise ValueError(
+                    f"Left image {image} and disparity {disparity} do not match: a file is missing from one list"
+                )
 
     def _decode_disparity(self, file_path: str) -> torch.Tensor:
         return read_pfm(file_path).abs()
