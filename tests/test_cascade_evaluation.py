@@ -4,6 +4,7 @@ import re
 import pytest
 
 from cascade_evaluation import check_args, format_log, get_args_parser, run_name
+from tests.test_evaluation import one_thread  # noqa: F401 (autouse fixture)
 
 # The published log of CREStereo_Base_Weights.CRESTEREO_ETH_MBL_V1 (recipes.md), verbatim.
 PUBLISHED = """Dataset: middlebury2014-train @size: [384, 512]:
@@ -96,3 +97,96 @@ def test_bad_flags_get_one_clear_message(argv, message, capsys):
         _args(*argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _run(argv):
+    import cascade_evaluation
+
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    cascade_evaluation.main(args, parser)
+
+
+@pytest.fixture
+def two_synthetic_samples(monkeypatch):
+    registry = pytest.importorskip("data.registry")
+    real = registry.make_dataset
+    monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, length=2, size=(64, 96), max_disparity=24, **k))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    import cascade_evaluation
+
+    def fail(*_):
+        raise AssertionError("the model must not be built for bad input")
+
+    monkeypatch.setattr(cascade_evaluation, "load_model", fail)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "middlebury2014-test"], "has no ground-truth"),
+        (["--dataset", "middlebury2015"], "middlebury2014-train"),  # unknown names list the valid ones
+        (["--dataset", "middlebury2014-train", "--dataset-root", "/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_bad_datasets_fail_before_the_model_is_built(argv, message, no_model, capsys):
+    pytest.importorskip("data.registry")
+    with pytest.raises(SystemExit) as exit_info:
+        _run(["--weights", "CREStereo_Base_Weights.MEGVII_V1", "--device", "cpu", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_dataset_fails_before_the_model_is_built(tmp_path, no_model, capsys):
+    pytest.importorskip("data.registry")
+    (tmp_path / "Middlebury2014" / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        _run(["--weights", "W.X", "--device", "cpu", "--dataset-root", str(tmp_path)])
+    assert "Middlebury2014" in capsys.readouterr().err
+
+
+def test_padder_none_with_an_indivisible_size_fails_before_evaluation(tmp_path, two_synthetic_samples, capsys):
+    models = pytest.importorskip("models")
+    if not hasattr(models, "get_model"):
+        pytest.skip("models.get_model has not landed yet")
+    torch = pytest.importorskip("torch")
+    torch.save(models.get_model("crestereo_base").state_dict(), tmp_path / "raw.pth")
+    with pytest.raises(SystemExit):
+        _run(["--checkpoint", str(tmp_path / "raw.pth"), "--dataset", "synthetic-val", "--device", "cpu",
+              "--eval-size", "48", "80", "--padder-type", "none", "--output-dir", str(tmp_path)])
+    assert "not divisible by 32" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*_eval.log"))
+
+
+def test_end_to_end_log_json_and_figures_agree(tmp_path, two_synthetic_samples, capsys):
+    import json
+
+    import torch
+
+    models = pytest.importorskip("models")
+    if not hasattr(models, "get_model"):
+        pytest.skip("models.get_model has not landed yet")
+    torch.manual_seed(0)
+    state = models.get_model("crestereo_base").state_dict()
+    torch.save({"model": state, "args": {"model": "crestereo_base"}, "step": 7}, tmp_path / "run.pth")
+    _run(["--checkpoint", str(tmp_path / "run.pth"), "--dataset", "synthetic-val", "--device", "cpu",
+          "--eval-size", "64", "64", "--n-cascades", "1", "2", "--n-iterations", "2", "--metrics", "mae", "1px",
+          "--output-dir", str(tmp_path), "--save-images"])
+    stem = tmp_path / "run_synthetic-val_64x64_eval"
+    (dataset, size), logged = parse_log(stem.with_suffix(".log").read_text())
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert (dataset, size) == ("synthetic-val", "[64, 64]") and record["num_samples"] == 2
+    assert [(r["cascades"], r["iterations"]) for r in record["results"]] == [(1, 2), (2, 2)]
+    for r in record["results"]:
+        expected = {m: round(v, 3) for m, v in r["reference"].items()}
+        assert logged[(r["cascades"], r["iterations"])] == expected
+        assert list(expected) == ["mae", "1px", "fl-all"]
+        assert set(r["pooled"]) == set(expected)
+    console = capsys.readouterr().out
+    assert console.count("cascades ") == 2 and f"mae {record['results'][0]['reference']['mae']:.4f}" in console
+    figures = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert figures == [f"run_synthetic-val_64x64_images/{c}c_2i/{k:05d}.png" for c in (1, 2) for k in range(2)]
