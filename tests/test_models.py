@@ -17,6 +17,15 @@ REFERENCE = Path(os.environ.get("STEREO_REFERENCE_DIR", Path(__file__).resolve()
 needs_reference = pytest.mark.skipif(not (REFERENCE / "state_dict_no_pe.pt").is_file(), reason=f"no reference data in {REFERENCE}")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: the test machine is shared, and two busy-waiting threads on a loaded machine are 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def reference(name: str) -> dict:
     return torch.load(REFERENCE / name, weights_only=True)
 
@@ -122,8 +131,9 @@ def test_strict_load_with_and_without_positional_encoding(weights, model):
     fresh.load_state_dict(weights, strict=True)
     with_pe = dict(weights, **{"positional_encodings.pe": model.state_dict()["positional_encodings.pe"]})
     fresh.load_state_dict(with_pe, strict=True)
+    loaded = fresh.state_dict()
     for key, value in weights.items():
-        assert torch.equal(fresh.state_dict()[key], value), key
+        assert torch.equal(loaded[key], value), key
     wrong = dict(with_pe, **{"positional_encodings.pe": torch.zeros(1, 256, 256, 256)})
     with pytest.raises(RuntimeError, match="positional_encodings.pe"):
         fresh.load_state_dict(wrong, strict=True)
