@@ -71,7 +71,7 @@ class _ContractMixin:
                 )
 
     def _decode_disparity(self, file_path: str) -> torch.Tensor:
-        return read_pfm(file_path).abs()
+        return read_pfm(file_path).abs_()
 
     def _read_disparity(self, file_path: Optional[str]) -> DisparityAndMask:
         if file_path is None:
@@ -299,7 +299,7 @@ class ETH3DStereo(_ContractMixin, tvd.ETH3DStereo):
     def _read_disparity(self, file_path: Optional[str]) -> DisparityAndMask:
         if file_path is None:
             return None, None
-        disparity, valid = valid_disparity(read_pfm(file_path).abs())
+        disparity, valid = valid_disparity(read_pfm(file_path).abs_())
         mask_path = os.path.join(os.path.dirname(file_path), "mask0nocc.png")
         labels = read_png16(mask_path)
         valid &= (labels == 255) if self.for_eval else (labels != 0)

@@ -5,6 +5,7 @@ Disparity decoders return a float32 ``(1, H, W)`` map; they do not decide validi
 """
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Union
@@ -112,6 +113,6 @@ def read_fallingthings_disparity(path: PathLike) -> torch.Tensor:
 
 
 def valid_disparity(disparity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero out non-finite and non-positive values; return ``(disparity, valid (H, W) bool)``."""
-    valid = torch.isfinite(disparity) & (disparity > 0)
-    return torch.where(valid, disparity, torch.zeros_like(disparity)), valid[0]
+    """Zero non-finite and non-positive values in place; return ``(disparity, valid (H, W) bool)``."""
+    valid = (disparity > 0) & (disparity < math.inf)  # NaN fails both comparisons
+    return disparity.masked_fill_(~valid, 0), valid[0]

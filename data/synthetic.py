@@ -78,7 +78,11 @@ def _inside(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _texture(g: torch.Generator, height: int, width: int) -> torch.Tensor:
-    """Float texture ``(3, height, width)`` in [0, 255]: fractal colour noise, optional sharp-edged patches."""
+    """Float texture ``(3, height, width)`` in [0, 255].
+
+    Fractal noise (colour at every scale but the finest, which is luminance grain), a contrast that is
+    sometimes very low (textureless areas), and in half the layers sharp-edged patches.
+    """
     p = torch.rand(12, generator=g).tolist()
     levels = max(1, math.ceil(math.log2(max(height, width) / (2 + 6 * p[0]))))
     persistence = 0.6 + 0.3 * p[1]
@@ -88,18 +92,17 @@ def _texture(g: torch.Generator, height: int, width: int) -> torch.Tensor:
         size = (math.ceil(height / 2**k), math.ceil(width / 2**k))
         amplitude = persistence ** (levels - k)
         noise = F.interpolate(noise, size=size, mode="bilinear", align_corners=False)
-        noise += amplitude * torch.rand(1, 3, *size, generator=g)
+        noise += torch.rand(1, 3 if k else 1, *size, generator=g).mul_(amplitude)
         total += amplitude
-    noise = noise[0, :, :height, :width] / total - 0.5
+    noise = noise[0, :, :height, :width]
     luminance = noise.mean(0, keepdim=True)
-    colourful = p[2]
-    noise = colourful * noise + (1 - colourful) * luminance
+    texture = noise.mul_(p[2]).add_(luminance, alpha=1 - p[2])  # p[2]: how colourful
     contrast = 80 + 200 * p[3] if p[4] > 0.15 else 4 + 8 * p[3]
-    base = torch.tensor(p[5:8]) * 200 + 28
-    texture = base[:, None, None] + contrast * 4 * noise
+    base = torch.tensor(p[5:8]) * 200 + 28 - 2 * contrast
+    texture.mul_(4 * contrast / total).add_(base[:, None, None])
     if p[8] < 0.5:
-        patches = (luminance > 0).to(torch.float32) - 0.5
-        texture += (torch.tensor(p[9:12]) - 0.5)[:, None, None] * 160 * patches
+        step = (torch.tensor(p[9:12]) - 0.5)[:, None, None] * 80
+        texture += torch.where(luminance > total / 2, step, -step)
     return texture.clamp_(0, 255)
 
 
@@ -196,14 +199,16 @@ class SyntheticStereo(Dataset):
         height, width = self.size
         layers = self._layers(g)
 
-        textures, offsets, offset = [], [], 0
+        # All textures in one flat atlas; texel (x, y) of layer l sits at origin[l] + y * stride[l] + x.
+        textures, origins, strides, offset = [], [], [], 0
         for layer in layers:
-            texture = _texture(g, layer.y1 - layer.y0 + 1, layer.x1 - layer.x0 + 2)
-            textures.append(texture.reshape(3, -1))
-            offsets.append(offset)
+            stride = layer.x1 - layer.x0 + 2
+            textures.append(_texture(g, layer.y1 - layer.y0 + 1, stride).reshape(3, -1))
+            origins.append(offset - layer.y0 * stride - layer.x0)
+            strides.append(stride)
             offset += textures[-1].shape[1]
         atlas = torch.cat(textures, 1)
-        table = torch.tensor([[o, layer.x0, layer.y0, layer.x1 - layer.x0 + 2] for o, layer in zip(offsets, layers)])
+        origins, strides = torch.tensor(origins), torch.tensor(strides)
 
         ys = torch.arange(height, dtype=torch.float32)[:, None]
         disp_left = torch.full((height, width), -math.inf)
@@ -237,17 +242,15 @@ class SyntheticStereo(Dataset):
 
         xs = torch.arange(width)[None, :]
         yi = torch.arange(height)[:, None]
-        entry = table[ids_left]
-        index_left = entry[..., 0] + (yi - entry[..., 2]) * entry[..., 3] + (xs - entry[..., 1])
-        left = atlas[:, index_left.reshape(-1)].reshape(3, height, width)
+        texel = origins[ids_left] + yi * strides[ids_left] + xs
+        left = atlas.index_select(1, texel.view(-1)).view(3, height, width)
 
         xl = xs + disp_right
         floor = xl.floor()
-        weight = xl - floor
-        entry = table[ids_right]
-        index_right = (entry[..., 0] + (yi - entry[..., 2]) * entry[..., 3] + (floor.long() - entry[..., 1])).reshape(-1)
-        weight = weight.reshape(-1)
-        right = (atlas[:, index_right] * (1 - weight) + atlas[:, index_right + 1] * weight).reshape(3, height, width)
+        weight = (xl - floor).view(-1)
+        texel = (origins[ids_right] + yi * strides[ids_right] + floor.long()).view(-1)
+        right = torch.lerp(atlas.index_select(1, texel), atlas.index_select(1, texel + 1), weight)
+        right = right.view(3, height, width)
 
         occluded_left = self._occluded(xs - disp_left, ids_left, ids_right)
         occluded_right = self._occluded(xl, ids_right, ids_left)
@@ -268,3 +271,4 @@ class SyntheticStereo(Dataset):
         first = ids_other.gather(1, floor.clamp(0, width - 1))
         second = ids_other.gather(1, (floor + 1).clamp(0, width - 1))
         return ~(inside & (first == ids) & (second == ids))
+
