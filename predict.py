@@ -1,0 +1,306 @@
+"""Disparity for your own stereo pairs: one pair, two globs or two folders.
+
+Writes, per pair, the raw positive left-view disparity in pixels of the input image (PFM, 16-bit PNG x256 in
+the KITTI convention, and/or .npy), a coloured PNG with a colour bar, and metric depth given --focal and
+--baseline. The output always has the input's size: inputs are padded for the model and cropped back, and an
+optional --inference-size / --scale runs the model at another size and rescales the disparity to the input.
+
+    python predict.py --left left/ --right right/ --weights CREStereo_Base_Weights.MEGVII_V1 --output-dir out
+"""
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data.io import read_image, write_pfm  # noqa: E402
+from models import get_model  # noqa: E402
+from presets import StereoMatchingEvalPreset  # noqa: E402
+from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
+from utils.evaluation import cascade_inference  # noqa: E402
+from utils.padder import InputPadder  # noqa: E402
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+FORMATS = ("pfm", "png16", "npy", "color")
+PNG16_SCALE = 256.0
+
+
+class PairError(Exception):
+    """A problem with one input pair; a folder run reports it and goes on with the other pairs."""
+
+
+@dataclass
+class Pair:
+    left: Path
+    right: Path
+    name: str
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Stereo disparity for your own image pairs", add_help=add_help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--left", required=True, help="left image, glob pattern (quote it) or folder")
+    parser.add_argument("--right", required=True, help="right image, glob pattern or folder, paired in sorted order")
+    parser.add_argument("--output-dir", required=True, help="where the outputs go (created if needed)")
+    parser.add_argument("--model", default="crestereo_base", help="model name (ignored for our checkpoints)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth file")
+    source.add_argument("--checkpoint", help="a training checkpoint of train.py or a raw state dict")
+    parser.add_argument("--n-cascades", type=int, default=1, help="coarse-to-fine cascade levels")
+    parser.add_argument("--n-iterations", type=int, default=10, help="recurrent updates per cascade level")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--inference-size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size")
+    size.add_argument("--scale", type=float, help="run the model at this fraction of the input size (e.g. 0.5)")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["pfm", "png16", "color"],
+                        help="outputs per pair: raw PFM, 16-bit PNG (disparity x256, 0 = invalid), .npy, coloured PNG")
+    parser.add_argument("--color-max", type=float, default=None,
+                        help="disparity at the top of the colour scale; fix it to compare frames (default: per image)")
+    parser.add_argument("--focal", type=float, default=None, help="focal length in pixels of the input images")
+    parser.add_argument("--baseline", type=float, default=None, help="baseline; depth comes out in the same unit")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="autocast dtype of the forward pass")
+    return parser
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject bad flags with one message naming the fix, before any file or model is touched."""
+    if args.n_cascades < 1 or args.n_iterations < 1:
+        parser.error("--n-cascades and --n-iterations must be at least 1")
+    if (args.focal is None) != (args.baseline is None):
+        parser.error("metric depth needs both --focal (pixels) and --baseline; give both or neither")
+    if args.focal is not None and (args.focal <= 0 or args.baseline <= 0):
+        parser.error("--focal and --baseline must be positive")
+    if args.inference_size is not None and min(args.inference_size) < 1:
+        parser.error("--inference-size needs two positive integers H W")
+    if args.scale is not None and args.scale <= 0:
+        parser.error("--scale must be positive, e.g. 0.5 to halve both sides")
+    if args.color_max is not None and args.color_max <= 0:
+        parser.error("--color-max must be positive")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
+    if args.weights is not None and args.weights.endswith((".pth", ".pt")) and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights} does not exist; give an existing .pth file or a weights enum name")
+
+
+def expand_inputs(spec: str) -> list[Path]:
+    """Files named by a path, a glob pattern or a folder (its images, not recursive), sorted."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if glob.has_magic(spec):
+        return sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    return [path] if path.is_file() else []
+
+
+def output_names(lefts: list[Path]) -> list[str]:
+    """Distinct output names: each left path relative to the inputs' common folder, without its suffix.
+
+    Pairs in different sub-folders (scene_a/im0.png, scene_b/im0.png) keep their folders, so they never
+    overwrite each other; two inputs that differ only by suffix (a.png, a.jpg) keep it in the name.
+    """
+    resolved = [p.resolve() for p in lefts]
+    root = Path(os.path.commonpath([p.parent for p in resolved]))
+    relative = [p.relative_to(root) for p in resolved]
+    names = [r.with_suffix("").as_posix() for r in relative]
+    duplicated = {n for n in names if names.count(n) > 1}
+    return [
+        r.with_name(r.name.replace(".", "_")).as_posix() if n in duplicated else n for n, r in zip(names, relative)
+    ]
+
+
+def collect_pairs(left: str, right: str) -> list[Pair]:
+    lefts, rights = expand_inputs(left), expand_inputs(right)
+    if not lefts or not rights:
+        missing = left if not lefts else right
+        raise SystemExit(
+            f"error: no images found for {missing!r}; give an existing image, a folder of images "
+            f"({', '.join(IMAGE_EXTENSIONS)}) or a quoted glob pattern"
+        )
+    if len(lefts) != len(rights):
+        raise SystemExit(
+            f"error: found {len(lefts)} left and {len(rights)} right images; pairs are matched in sorted order, "
+            "so both sides need the same number of files"
+        )
+    return [Pair(lp, rp, name) for lp, rp, name in zip(lefts, rights, output_names(lefts))]
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail now, not after the first forward pass, if the output folder cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: cannot write to --output-dir {path} ({e.strerror}); pick a writable folder") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """The model from --weights (enum name or .pth) or --checkpoint (our training checkpoint or a state dict)."""
+    try:
+        if args.checkpoint is not None:
+            state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
+            model = get_model(name or args.model)
+            model.load_state_dict(state)
+        else:
+            model = get_model(args.model, weights=args.weights)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        raise SystemExit(f"error: cannot load the model: {e}") from None
+    return model.to(device).eval()
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """RGB uint8 (3, H, W) (grey and RGBA inputs are converted); a bad file is a PairError."""
+    try:
+        return read_image(path)
+    except (OSError, ValueError) as e:
+        raise PairError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def model_size(height: int, width: int, args: argparse.Namespace) -> tuple[int, int]:
+    """The size the model runs at, before padding."""
+    if args.inference_size is not None:
+        return tuple(args.inference_size)
+    if args.scale is not None:
+        return max(1, round(height * args.scale)), max(1, round(width * args.scale))
+    return height, width
+
+
+@torch.inference_mode()
+def predict_disparity(
+    model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, args: argparse.Namespace, device: torch.device
+) -> torch.Tensor:
+    """Disparity (H, W), float32, in pixels of the input, for uint8 images (3, H, W) of equal size."""
+    height, width = left.shape[-2:]
+    size = model_size(height, width, args)
+    preset = StereoMatchingEvalPreset(resize_size=None if size == (height, width) else size)
+    (left_t, right_t), _, _ = preset((left, right), (None, None), (None, None))
+    padder = InputPadder(left_t.shape, divisor=model.size_divisor * 2 ** (args.n_cascades - 1))
+    left_t, right_t = padder.pad(left_t[None].to(device), right_t[None].to(device))
+    dtype = getattr(torch, args.dtype)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        prediction = cascade_inference(model, left_t, right_t, args.n_iterations, args.n_cascades)
+    disparity = padder.unpad(prediction[:, :1].float())
+    if size != (height, width):
+        disparity = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
+        disparity = disparity * (width / size[1])
+    return disparity[0, 0].cpu()
+
+
+def write_png16(path: Path, disparity: np.ndarray) -> None:
+    """KITTI convention: uint16 = round(disparity * 256), 0 = invalid; non-positive values become 0."""
+    encoded = np.clip(np.round(np.nan_to_num(disparity, nan=0.0) * PNG16_SCALE), 0, np.iinfo(np.uint16).max)
+    Image.fromarray(encoded.astype(np.uint16)).save(path)
+
+
+def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: str = "disparity [px]") -> None:
+    """The map with a colour bar; darker = smaller disparity = farther."""
+    height, width = disparity.shape
+    top = vmax if vmax is not None else float(np.percentile(disparity, 99)) if disparity.size else 1.0
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi + 1.2, height / dpi + 0.2), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, width / (width + 120), 1.0))
+    image = ax.imshow(disparity, cmap="magma", vmin=0.0, vmax=max(top, 1e-6), interpolation="nearest")
+    ax.set_axis_off()
+    bar_ax = fig.add_axes((width / (width + 120) + 0.01, 0.05, 20 / (width + 120), 0.9))
+    fig.colorbar(image, cax=bar_ax, label=label)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def depth_from_disparity(disparity: np.ndarray, focal: float, baseline: float) -> np.ndarray:
+    """depth = focal * baseline / disparity, in the unit of the baseline; 0 where disparity <= 0."""
+    depth = np.zeros_like(disparity)
+    positive = disparity > 0
+    depth[positive] = focal * baseline / disparity[positive]
+    return depth
+
+
+def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if "pfm" in args.formats:
+        write_pfm(stem.with_name(stem.name + ".pfm"), disparity)
+    if "png16" in args.formats:
+        write_png16(stem.with_name(stem.name + ".png"), disparity)
+    if "npy" in args.formats:
+        np.save(stem.with_name(stem.name + ".npy"), disparity)
+    if "color" in args.formats:
+        write_color(stem.with_name(stem.name + "_color.png"), disparity, args.color_max)
+    if args.focal is not None:
+        depth = depth_from_disparity(disparity, args.focal, args.baseline)
+        if "pfm" in args.formats:
+            write_pfm(stem.with_name(stem.name + "_depth.pfm"), depth)
+        if "npy" in args.formats or "pfm" not in args.formats:
+            np.save(stem.with_name(stem.name + "_depth.npy"), depth)
+
+
+def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, device: torch.device) -> None:
+    left, right = load_image(pair.left), load_image(pair.right)
+    if left.shape != right.shape:
+        raise PairError(
+            f"{pair.left} is {left.shape[1]}x{left.shape[2]} but {pair.right} is {right.shape[1]}x{right.shape[2]}; "
+            "a rectified pair has equal sizes"
+        )
+    try:
+        disparity = predict_disparity(model, left, right, args, device).numpy()
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise PairError(
+            f"out of memory on {pair.left} ({left.shape[1]}x{left.shape[2]}); run at a smaller size with --scale 0.5 "
+            "or --inference-size H W"
+        ) from None
+    try:
+        write_outputs(Path(args.output_dir) / pair.name, disparity, args)
+    except OSError as e:
+        raise PairError(f"cannot write the outputs of {pair.left}: {e}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    pairs = collect_pairs(args.left, args.right)
+    check_output_dir(Path(args.output_dir))
+    device = resolve_device(args.device)
+    model = load_model(args, device)
+    failures = []
+    for pair in tqdm(pairs, desc="predict", unit="pair", disable=len(pairs) == 1):
+        try:
+            process_pair(model, pair, args, device)
+        except PairError as e:
+            failures.append(str(e))
+            tqdm.write(f"failed: {e}", file=sys.stderr)
+    print(f"Wrote {len(pairs) - len(failures)} of {len(pairs)} pairs to {args.output_dir}")
+    if failures:
+        print(f"{len(failures)} pair(s) failed:", *failures, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    arguments = parser.parse_args()
+    check_args(arguments, parser)
+    sys.exit(main(arguments))
