@@ -182,7 +182,7 @@ def load_image(path: Path) -> torch.Tensor:
 
 
 def model_size(height: int, width: int, args: argparse.Namespace) -> tuple[int, int]:
-    """The size the model runs at, before padding."""
+    """The size the model runs at for an input of ``height`` x ``width``, before padding."""
     if args.inference_size is not None:
         return tuple(args.inference_size)
     if args.scale is not None:
@@ -192,18 +192,29 @@ def model_size(height: int, width: int, args: argparse.Namespace) -> tuple[int, 
 
 @torch.inference_mode()
 def predict_disparity(
-    model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, args: argparse.Namespace, device: torch.device
+    model: torch.nn.Module,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    num_iters: int,
+    num_cascades: int = 1,
+    size: tuple[int, int] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Disparity (H, W), float32, in pixels of the input, for uint8 images (3, H, W) of equal size."""
+    """Disparity (H, W), float32 on the CPU, in pixels of the input, for uint8 images (3, H, W) of equal size.
+
+    The model runs at ``size`` (default: the input size), padded to the multiple it needs; the prediction is
+    cropped back, resized to the input size and multiplied by ``W / size[1]``.
+    """
+    device = next(model.parameters()).device
     height, width = left.shape[-2:]
-    size = model_size(height, width, args)
+    size = (height, width) if size is None else tuple(size)
     preset = StereoMatchingEvalPreset(resize_size=None if size == (height, width) else size)
     (left_t, right_t), _, _ = preset((left, right), (None, None), (None, None))
-    padder = InputPadder(left_t.shape, divisor=model.size_divisor * 2 ** (args.n_cascades - 1))
+    padder = InputPadder(left_t.shape, divisor=model.size_divisor * 2 ** (num_cascades - 1))
     left_t, right_t = padder.pad(left_t[None].to(device), right_t[None].to(device))
-    dtype = getattr(torch, args.dtype)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        prediction = cascade_inference(model, left_t, right_t, args.n_iterations, args.n_cascades)
+        prediction = cascade_inference(model, left_t, right_t, num_iters, num_cascades)
     disparity = padder.unpad(prediction[:, :1].float())
     if size != (height, width):
         disparity = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
@@ -259,6 +270,7 @@ def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace) -
 
 
 def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, device: torch.device) -> None:
+    """Predict one pair and write its outputs; problems with this pair raise PairError."""
     left, right = load_image(pair.left), load_image(pair.right)
     if left.shape != right.shape:
         raise PairError(
@@ -266,7 +278,10 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
             "a rectified pair has equal sizes"
         )
     try:
-        disparity = predict_disparity(model, left, right, args, device).numpy()
+        disparity = predict_disparity(
+            model, left, right, num_iters=args.n_iterations, num_cascades=args.n_cascades,
+            size=model_size(left.shape[1], left.shape[2], args), dtype=getattr(torch, args.dtype),
+        ).numpy()
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()

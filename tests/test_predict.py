@@ -31,6 +31,7 @@ class WidthModel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the model a device
         self.inputs = []
 
     def forward(self, left, right, flow_init=None, num_iters=10, return_all=True):
