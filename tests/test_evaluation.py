@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from utils.distributed import EvalBatchSampler
-from utils.evaluation import cascade_inference, evaluate
+from utils.evaluation import cascade_inference, evaluate, make_eval_loader
 
 REFERENCE = Path("/work/shared/reference/crestereo")
 
@@ -62,18 +61,10 @@ class CountingDataset(Dataset):
         return (left, right), (disp, None), (valid, None)
 
 
-def collate(batch):
-    return (
-        torch.stack([s[0][0] for s in batch]),
-        torch.stack([s[0][1] for s in batch]),
-        torch.stack([s[1][0] for s in batch]),
-        torch.stack([s[2][0] for s in batch]),
-    )
-
-
-def make_loader(dataset, batch_size, rank=0, world_size=1):
-    sampler = EvalBatchSampler(len(dataset), batch_size, rank, world_size)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+def make_loader(dataset, batch_size):
+    """The real loader: ``EvalBatchSampler`` for this process's rank and ``stereo_collate``."""
+    pytest.importorskip("data.collate")
+    return make_eval_loader(dataset, batch_size)
 
 
 def test_cascade_inference_runs_coarse_to_fine_with_seeding():
@@ -140,19 +131,19 @@ def _worker(rank, world_size, port, out_dir):
     state = init_distributed("cpu")
     assert state.distributed and state.rank == rank
     dataset = CountingDataset(5)
-    results = evaluate(ToyModel(), make_loader(dataset, 2, rank, world_size), cascades=[1, 2], iterations=[2],
+    results = evaluate(ToyModel(), make_loader(dataset, 2), cascades=[1, 2], iterations=[2],
                        device="cpu", progress=False)
     torch.save({"results": results, "reads": dataset.reads}, os.path.join(out_dir, f"rank{rank}.pt"))
     cleanup()
 
 
 def test_two_gloo_processes_give_the_single_process_numbers(tmp_path):
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="fork")
     single = evaluate(ToyModel(), make_loader(CountingDataset(5), 2), cascades=[1, 2], iterations=[2],
                       device="cpu", progress=False)
     outs = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    reads = [sum(x) for x in zip(*(o["reads"] for o in outs))]
-    assert reads == [1] * 5  # every sample read by exactly one rank
+    # batches [0, 1], [2, 3], [4]: rank 0 gets the first and the last, rank 1 the middle one, nothing repeats
+    assert [o["reads"] for o in outs] == [[1, 1, 0, 0, 1], [0, 0, 1, 1, 0]]
     for out in outs:
         for config, values in single.items():
             for aggregation in ("reference", "pooled"):
