@@ -60,23 +60,23 @@ def pixel_stats(pred: Tensor, gt: Tensor, valid: Tensor | None) -> Tensor:
     keep = torch.isfinite(gt) & (gt != 0)
     if valid is not None:
         keep &= valid.reshape(gt.shape)
-    e = (pred.float() - gt).abs()[keep].double()
-    g = gt.abs()[keep].double()
-    rel = e / g
+    e = (pred.float() - gt).abs()[keep]
+    rel = e / gt.abs()[keep]
+    f64 = torch.float64
     sums = [
-        torch.tensor(float(e.numel()), dtype=torch.float64, device=e.device),
-        e.sum(),
-        (e * e).sum(),
+        keep.sum(),
+        e.sum(dtype=f64),
+        e.square().sum(dtype=f64),
         (e < 1).sum(),
         (e < 3).sum(),
         (e < 5).sum(),
         (e > 1).sum(),
         (e > 2).sum(),
-        rel.sum(),
+        rel.sum(dtype=f64),
         ((e < 3) & (rel < 0.05)).sum(),
         ((e > 3) & (rel > 0.05)).sum(),
     ]
-    return torch.stack([s.double() for s in sums])
+    return torch.stack([s.to(f64) for s in sums])
 
 
 def metrics_from_stats(stats: Tensor, metrics: list[str] | tuple[str, ...]) -> dict[str, float]:
