@@ -33,9 +33,8 @@ class DatasetSpec:
     options: tuple[str, ...] = ()
 
 
-_PFM = "PFM float32, |value| in pixels"
+_PFM = "PFM float32, absolute value in pixels"
 _FINITE = "finite and > 0"
-_MB_LAYOUT = "<Scene>-{perfect,imperfect}/{im0.png,im1.png,im1E.png,im1L.png,disp0.pfm,disp1.pfm}"
 _SF_LAYOUT = "frames_{cleanpass,finalpass}/{P}/{left,right}/*.png, disparity/{P}/{left,right}/*.pfm"
 _SYNTH = ("size", "max_disparity", "min_disparity", "length", "seed", "num_objects")
 
@@ -58,9 +57,11 @@ def _sceneflow(variant: str, prefix: str) -> DatasetSpec:
 
 def _middlebury(name: str, description: str, split: str, calibration: Optional[str], ambient: bool) -> DatasetSpec:
     test = split == "test"
+    suffix = {None: "", "perfect": "-perfect", "both": "-{perfect,imperfect}"}[calibration]
+    views = "im1.png and, drawn at random, im1E.png, im1L.png" if ambient else "im1.png"
+    layout = f"<Scene>{suffix}/im0.png, {views}" + ("" if test else ", disp0.pfm, disp1.pfm")
     return _spec(
-        name, description, f"Middlebury2014/{split}",
-        "<Scene>/{im0.png,im1.png}" if test else _MB_LAYOUT,
+        name, description, f"Middlebury2014/{split}", layout,
         "none (test split)" if test else _PFM + ", inf = unknown",
         "none" if test else _FINITE,
         lambda root, t, **_: D.Middlebury2014Stereo(root, split, calibration, ambient, t),
@@ -172,7 +173,7 @@ def make_dataset(
     expected = Path(root) / spec.directory
     where = f"Expected layout under {expected}/: {spec.layout}"
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"Dataset root {root} does not exist. {where}")
+        raise FileNotFoundError(f"Dataset root {root} does not exist or is not a directory. {where}")
     if not expected.is_dir():
         raise FileNotFoundError(f"Dataset {name!r}: directory {expected} not found. {where}")
     try:

@@ -211,11 +211,14 @@ class SyntheticStereo(Dataset):
         origins, strides = torch.tensor(origins), torch.tensor(strides)
 
         ys = torch.arange(height, dtype=torch.float32)[:, None]
-        disp_left = torch.full((height, width), -math.inf)
+        columns = torch.arange(width, dtype=torch.float32)[None, :]
+        background = layers[0]  # covers every pixel of both views: the z-buffers start from it
+        disp_left = background.d0 + background.b * (columns - background.cx) + background.c * (ys - background.cy)
+        x_left = (columns + background.d0 - background.b * background.cx + background.c * (ys - background.cy))
+        disp_right = x_left.div_(1 - background.b).sub_(columns)
         ids_left = torch.zeros((height, width), dtype=torch.long)
-        disp_right = torch.full((height, width), -math.inf)
         ids_right = torch.zeros((height, width), dtype=torch.long)
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(layers[1:], start=1):
             rows = slice(layer.y0, layer.y1 + 1)
             y = ys[rows]
             if layer.x0 < width:
