@@ -117,11 +117,13 @@ class StereoMatchingEvalPreset(nn.Module):
         use_grayscale: bool = False,
     ) -> None:
         super().__init__()
-        steps: list[nn.Module] = [T.ConvertImageDtype(torch.float32)]
+        # Without grayscale, float conversion is fused into the resize (or the normalisation), which then
+        # skip converting full-resolution images; the values are those of the unfused order.
+        steps: list[nn.Module] = []
         if use_grayscale:
-            steps.append(T.ConvertToGrayscale())
+            steps += [T.ConvertImageDtype(torch.float32), T.ConvertToGrayscale()]
         if resize_size is not None:
-            steps.append(T.Resize(resize_size, interpolation_type))
+            steps.append(T.Resize(resize_size, interpolation_type, dtype=torch.float32))
         steps += [T.Normalize(mean, std), T.MakeValidDisparityMask(max_disparity), T.ValidateModelInput()]
         self.transforms = T.Compose(steps)
 

@@ -103,7 +103,7 @@ class ConvertToGrayscale(nn.Module):
 
 
 class Normalize(nn.Module):
-    """``(img - mean) / std`` per channel on float images."""
+    """``(img - mean) / std`` per channel; uint8 images are first scaled to [0, 1] (one fused pass)."""
 
     def __init__(self, mean: Union[float, Sequence[float]] = 0.5, std: Union[float, Sequence[float]] = 0.5) -> None:
         super().__init__()
@@ -112,8 +112,16 @@ class Normalize(nn.Module):
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
 
+    def _normalize(self, img: Tensor) -> Tensor:
+        if img.dtype != torch.uint8:
+            return F.normalize(img, self.mean, self.std)
+        # uint8 is scaled to [0, 1] on the way, as ConvertImageDtype then Normalize would do.
+        std = torch.tensor(self.std, dtype=torch.float32, device=img.device).view(-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=img.device).view(-1, 1, 1)
+        return img.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
+
     def forward(self, images, disparities, masks) -> Sample:
-        return tuple(F.normalize(img, self.mean, self.std) for img in images), disparities, masks
+        return tuple(self._normalize(img) for img in images), disparities, masks
 
 
 class MakeValidDisparityMask(nn.Module):
@@ -134,10 +142,10 @@ class MakeValidDisparityMask(nn.Module):
             if disp is None:
                 out.append(None)
                 continue
-            valid = torch.isfinite(disp[0]) & (disp[0] > 0)
-            if self.max_disparity is not None:
-                valid &= disp[0] < self.max_disparity
-            out.append(valid if mask is None else valid & mask)
+            # NaN fails both comparisons, +inf fails the upper bound.
+            limit = math.inf if self.max_disparity is None else self.max_disparity
+            valid = (disp[0] > 0).logical_and_(disp[0] < limit)
+            out.append(valid if mask is None else valid.logical_and_(mask))
         return images, disparities, tuple(out)
 
 
@@ -160,22 +168,40 @@ class Resize(nn.Module):
     antialias (invalid pixels count as 0, as in torchvision's readers) and multiplied by ``new_W / old_W``;
     masks are nearest-resized (``MakeValidDisparityMask`` later ANDs them with ``disp > 0``). With
     ``sparse_gt`` the valid points are scattered instead (see ``scatter_sparse_disparity``).
+
+    ``dtype`` converts the images as ``ConvertImageDtype`` would before resizing; bilinear resizing then
+    reads only the source rows it needs, which avoids converting the full-resolution images.
     """
 
     def __init__(
-        self, size: Union[int, Sequence[int]], interpolation_type: str = "bilinear", sparse_gt: bool = False
+        self,
+        size: Union[int, Sequence[int]],
+        interpolation_type: str = "bilinear",
+        sparse_gt: bool = False,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         _target_size(size, 1, 1)
         self.size = size
         self.interpolation_type = _check_interpolation(interpolation_type)
         self.sparse_gt = sparse_gt
+        self.dtype = dtype
+
+    def _resize(self, img: Tensor, size: tuple[int, int], mode: InterpolationMode) -> Tensor:
+        if self.dtype is None or self.dtype == img.dtype:
+            return _resize_image(img, size, mode, antialias=False)
+        if mode != InterpolationMode.BILINEAR or not self.dtype.is_floating_point:
+            return _resize_image(F.to_dtype(img, self.dtype, scale=True), size, mode, antialias=False)
+        out = bilinear_resize(img, size)
+        if img.dtype == torch.uint8:
+            out.mul_(1.0 / 255.0)
+        return out.to(self.dtype)
 
     def forward(self, images, disparities, masks) -> Sample:
         mode = _draw_interpolation(self.interpolation_type)
         height, width = images[0].shape[-2:]
         new_h, new_w = _target_size(self.size, height, width)
-        images = tuple(_resize_image(img, (new_h, new_w), mode, antialias=False) for img in images)
+        images = tuple(self._resize(img, (new_h, new_w), mode) for img in images)
         scale_x = new_w / width
         out_d, out_m = [], []
         for disp, mask in zip(disparities, masks):
@@ -188,11 +214,84 @@ class Resize(nn.Module):
             if self.sparse_gt:
                 d, m = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), (new_h, new_w), (0, 0), (new_h, new_w))
             else:
-                d = _resize_image(torch.where(mask, disp, 0), (new_h, new_w), InterpolationMode.BILINEAR, False) * scale_x
+                d = bilinear_resize(disp, (new_h, new_w), valid=mask).mul_(scale_x)
                 m = F.resize(mask[None], [new_h, new_w], interpolation=InterpolationMode.NEAREST)[0]
             out_d.append(d)
             out_m.append(m)
         return images, tuple(out_d), tuple(out_m)
+
+
+Taps = tuple[list[Tensor], list[Tensor]]
+
+
+def resample_taps(in_size: int, out_size: int, scale: float, offset: int, mode: InterpolationMode) -> Taps:
+    """Source indices and weights along one axis for output pixels ``offset .. offset + out_size - 1`` of an
+    axis resized by ``scale``, with PyTorch's conventions (``align_corners=False``; bicubic ``A = -0.75``;
+    indices clamped at the borders). ``F.resize`` to ``round(in_size * scale)`` then cropping gives the same
+    values, but this computes only the window.
+    """
+    dst = torch.arange(offset, offset + out_size, dtype=torch.float64)
+    src = (dst + 0.5) / scale - 0.5
+    if mode == InterpolationMode.BILINEAR:
+        src = src.clamp(min=0)
+        i0 = src.floor().long().clamp(max=in_size - 1)
+        t = (src - i0).float()
+        return [i0, (i0 + 1).clamp(max=in_size - 1)], [1.0 - t, t]
+    if mode != InterpolationMode.BICUBIC:
+        raise ValueError(f"Resampling supports bilinear and bicubic, got {mode}")
+    floor = src.floor()
+    t = (src - floor).float()
+    a = -0.75
+
+    def near(x: Tensor) -> Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: Tensor) -> Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+    indices = [(floor.long() + k).clamp(0, in_size - 1) for k in (-1, 0, 1, 2)]
+    return indices, weights
+
+
+def resample(img: Tensor, rows: Taps, cols: Taps, valid: Optional[Tensor] = None) -> Tensor:
+    """Separable resampling of ``(..., H, W)`` with per-axis taps, as float32; reads only the needed pixels.
+
+    Pixels where ``valid`` (``(H, W)`` bool) is False count as 0. Decoded images are channels-last in
+    memory, so such inputs are gathered in that layout. Returns a contiguous tensor.
+    """
+    col_lo = min(int(i.min()) for i in cols[0])
+    col_hi = max(int(i.max()) for i in cols[0]) + 1
+    img = img[..., col_lo:col_hi]
+    valid = None if valid is None else valid[..., col_lo:col_hi]
+    col_index = [i - col_lo for i in cols[0]]
+    channels_last = img.ndim == 3 and img.shape[0] > 1 and img.stride(0) == 1
+    if channels_last:
+        img, valid = img.permute(1, 2, 0), None if valid is None else valid[..., None]
+        row_w, col_w, row_dim, col_dim = [w[:, None, None] for w in rows[1]], [w[:, None] for w in cols[1]], -3, -2
+    else:
+        row_w, col_w, row_dim, col_dim = [w[:, None] for w in rows[1]], cols[1], -2, -1
+
+    def gather_rows(index: Tensor) -> Tensor:
+        r = img.index_select(row_dim, index.to(img.device)).float()
+        return r if valid is None else torch.where(valid.index_select(row_dim, index.to(img.device)), r, 0.0)
+
+    out_rows = sum(gather_rows(i).mul_(w.to(img.device)) for i, w in zip(rows[0], row_w))
+    out = sum(out_rows.index_select(col_dim, i.to(img.device)).mul_(w.to(img.device)) for i, w in zip(col_index, col_w))
+    return out.permute(2, 0, 1).contiguous() if channels_last else out
+
+
+def bilinear_resize(img: Tensor, size: Sequence[int], valid: Optional[Tensor] = None) -> Tensor:
+    """Float bilinear resize of ``(..., H, W)``, equal to ``F.resize(img.float(), size, antialias=False)``.
+
+    It reads only the source rows the output uses, so shrinking a large uint8 image costs a fraction of
+    converting it. Pixels where ``valid`` is False count as 0.
+    """
+    (height, width), (out_h, out_w) = img.shape[-2:], size
+    mode = InterpolationMode.BILINEAR
+    rows = resample_taps(height, out_h, out_h / height, 0, mode)
+    cols = resample_taps(width, out_w, out_w / width, 0, mode)
+    return resample(img, rows, cols, valid)
 
 
 def scatter_sparse_disparity(
@@ -227,32 +326,20 @@ def scatter_sparse_disparity(
     return out.view(1, ch, cw), out_mask.view(ch, cw)
 
 
-def resample_dense_disparity(disp: Tensor, mask: Tensor, size: Sequence[int], scale_x: float) -> tuple[Tensor, Tensor]:
-    """Bilinear resize of a dense map whose invalid pixels must not leak into valid ones.
-
-    The mask is resampled with the same kernel; an output pixel stays valid only if every source pixel it
-    interpolates is valid, so its value is an interpolation of valid values only. A fully valid map stays
-    fully valid (no holes when upscaling).
-    """
-    both = torch.cat([torch.where(mask, disp[0], 0)[None], mask[None].to(disp.dtype)])
-    both = F.resize(both[:, None], list(size), interpolation=InterpolationMode.BILINEAR, antialias=False)[:, 0]
-    valid = both[1] > 1.0 - 1e-4
-    return (both[0] * scale_x).unsqueeze(0), valid
-
-
 class RandomRescaleAndCrop(nn.Module):
-    """Random scale then a random ``crop_size`` window, computed only on the window's source region.
+    """Random scale then a random ``crop_size`` window, computed only for the window.
 
     Scale sampling follows the reference ``--scale-range``: ``exponential`` gives ``s = 2 ** U(lo, hi)``,
     ``linear`` gives ``s = U(lo, hi)``. With probability ``1 - rescale_prob`` the scale is 1. The scale is
     then raised to the minimum that makes the crop fit (so images smaller than the crop are upscaled), and
     the crop offset is uniform over every position, both ends included (a crop equal to the image is fine).
 
-    Only the source region that the window covers (plus an interpolation margin) is resampled, to the size it
-    has in the scaled image. Images use ``interpolation_type`` (no antialias, like the cv2 linear resize of the
-    original CREStereo and RAFT-Stereo code); dense ground truth is resampled bilinearly with validity kept
-    consistent (``resample_dense_disparity``); with ``sparse_gt`` the valid points are scattered exactly
-    (``scatter_sparse_disparity``). Disparity values are multiplied by the horizontal scale.
+    The result equals resizing to ``round(H * s), round(W * s)`` without antialias (like the cv2 linear resize
+    of the original CREStereo and RAFT-Stereo code) and cropping, but only the window is computed. Images use
+    ``interpolation_type``. Dense ground truth is resampled bilinearly with its validity resampled the same
+    way: an output pixel stays valid only if every source pixel it interpolates is valid, so invalid values
+    never bleed in and a fully valid map stays fully valid. With ``sparse_gt`` the valid points are moved
+    exactly instead (``scatter_sparse_disparity``). Disparity is multiplied by the horizontal scale.
     """
 
     def __init__(
@@ -271,8 +358,6 @@ class RandomRescaleAndCrop(nn.Module):
             raise ValueError(f"Unknown scaling type {scaling_type!r}: choose linear or exponential")
         minimum = 0.0 if scaling_type == "linear" else -math.inf
         self.scale_range = _check_range("scale_range", scale_range, minimum)
-        if scaling_type == "linear" and self.scale_range[1] <= 0:
-            raise ValueError(f"A linear scale_range must include positive scales, got {self.scale_range}")
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.rescale_prob = _check_prob("rescale_prob", rescale_prob)
         self.scaling_type = scaling_type
@@ -290,53 +375,33 @@ class RandomRescaleAndCrop(nn.Module):
         ch, cw = self.crop_size
         scale = max(self._draw_scale(), ch / height, cw / width)
         new_h, new_w = max(ch, round(height * scale)), max(cw, round(width * scale))
-        sy, sx = new_h / height, new_w / width
         y0, x0 = _randint(0, new_h - ch), _randint(0, new_w - cw)
+        sy, sx = new_h / height, new_w / width
 
-        # Source region under the window, with a margin for the interpolation kernel (bicubic reaches 2 px).
-        margin = 3
-        r0 = max(0, math.floor(y0 / sy) - margin)
-        r1 = min(height, math.ceil((y0 + ch) / sy) + margin)
-        c0 = max(0, math.floor(x0 / sx) - margin)
-        c1 = min(width, math.ceil((x0 + cw) / sx) + margin)
-        # Size of the region in the scaled image; the region's own ratio is used so that every tensor sees
-        # exactly one mapping (it differs from sy, sx by less than half a pixel over the region).
-        out_h, out_w = (new_h, new_w) if (r0, r1, c0, c1) == (0, height, 0, width) else (
-            max(ch, round((r1 - r0) * sy)),
-            max(cw, round((c1 - c0) * sx)),
-        )
-        ky = min(max(0, round(y0 - r0 * out_h / (r1 - r0))), out_h - ch)
-        kx = min(max(0, round(x0 - c0 * out_w / (c1 - c0))), out_w - cw)
-        scale_x = out_w / (c1 - c0)
-
-        def window(t: Tensor) -> Tensor:
-            return t[..., ky : ky + ch, kx : kx + cw]
-
-        images = tuple(
-            window(_resize_image(img[:, r0:r1, c0:c1], (out_h, out_w), mode, antialias=False)) for img in images
-        )
+        rows, cols = resample_taps(height, ch, sy, y0, mode), resample_taps(width, cw, sx, x0, mode)
+        images = tuple(_like(resample(img, rows, cols), img) for img in images)
+        bilinear = InterpolationMode.BILINEAR
+        rows, cols = resample_taps(height, ch, sy, y0, bilinear), resample_taps(width, cw, sx, x0, bilinear)
         out_d, out_m = [], []
         for disp, mask in zip(disparities, masks):
-            if disp is None:
-                out_d.append(None)
-                out_m.append(None if mask is None else window(_resize_mask(mask[r0:r1, c0:c1], (out_h, out_w))))
-                continue
-            if mask is None:
+            if disp is not None and mask is None:
                 mask = torch.isfinite(disp[0]) & (disp[0] > 0)
-            if self.sparse_gt:
-                d, m = scatter_sparse_disparity(
-                    disp, mask, (r0, c0), (r1 - r0, c1 - c0), (out_h, out_w), (ky, kx), (ch, cw)
-                )
+            if disp is not None and self.sparse_gt:
+                d, mask = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), (new_h, new_w), (y0, x0), (ch, cw))
             else:
-                d, m = resample_dense_disparity(disp[:, r0:r1, c0:c1], mask[r0:r1, c0:c1], (out_h, out_w), scale_x)
-                d, m = window(d).contiguous(), window(m).contiguous()
+                d = None if disp is None else resample(disp, rows, cols, valid=mask).mul_(sx)
+                if mask is not None:
+                    mask = resample(mask[None], rows, cols)[0] > 1.0 - 1e-4
             out_d.append(d)
-            out_m.append(m)
-        return tuple(img.contiguous() for img in images), tuple(out_d), tuple(out_m)
+            out_m.append(mask)
+        return images, tuple(out_d), tuple(out_m)
 
 
-def _resize_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
-    return F.resize(mask[None], list(size), interpolation=InterpolationMode.NEAREST)[0]
+def _like(out: Tensor, img: Tensor) -> Tensor:
+    """Cast a float result back to the input's dtype (uint8 is rounded and clamped, as ``F.resize`` does)."""
+    if img.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.to(img.dtype)
 
 
 class AsymmetricColorJitter(nn.Module):
@@ -458,9 +523,7 @@ def shift_image(img: Tensor, angle: float, shift: float, center: tuple[int, int]
     out = nnf.grid_sample(
         img[None].float(), grid[None], mode=mode.value, padding_mode="border", align_corners=False
     )[0]
-    if img.dtype == torch.uint8:
-        return out.round_().clamp_(0, 255).to(torch.uint8)
-    return out.to(img.dtype)
+    return _like(out, img)
 
 
 class RandomHorizontalFlip(nn.Module):
