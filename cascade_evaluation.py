@@ -186,12 +186,15 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     autocast_dtype = None
     if args.mixed_precision:
         autocast_dtype = torch.float16 if state.device.type == "cuda" else torch.bfloat16
-    results = evaluate(
-        model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
-        padder_type=args.padder_type, autocast_dtype=autocast_dtype,
-        on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
-        desc=f"{args.dataset} evaluation",
-    )
+    try:
+        results = evaluate(
+            model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
+            padder_type=args.padder_type, autocast_dtype=autocast_dtype,
+            on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
+            desc=f"{args.dataset} evaluation",
+        )
+    except ValueError as e:  # inputs the model rejects (size, iterations), found on the first batch
+        parser.error(f"evaluation stopped: {e}")
 
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -149,16 +149,32 @@ def test_empty_dataset_fails_before_the_model_is_built(tmp_path, no_model, capsy
     assert "Middlebury2014" in capsys.readouterr().err
 
 
-def test_padder_none_with_an_indivisible_size_fails_before_evaluation(tmp_path, two_synthetic_samples, capsys):
+@pytest.fixture(scope="module")
+def raw_checkpoint(tmp_path_factory):
+    """A raw state dict of a randomly initialised crestereo_base."""
+    import torch
+
     models = pytest.importorskip("models")
     if not hasattr(models, "get_model"):
         pytest.skip("models.get_model has not landed yet")
-    torch = pytest.importorskip("torch")
-    torch.save(models.get_model("crestereo_base").state_dict(), tmp_path / "raw.pth")
+    path = tmp_path_factory.mktemp("weights") / "raw.pth"
+    torch.save(models.get_model("crestereo_base").state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--eval-size", "48", "80", "--padder-type", "none"], "not divisible by 32"),
+        (["--n-iterations", "1"], "evaluation stopped: num_iters must be at least 2"),
+    ],
+)
+def test_inputs_the_model_rejects_get_one_message(argv, message, raw_checkpoint, tmp_path, two_synthetic_samples,
+                                                  capsys):
     with pytest.raises(SystemExit):
-        _run(["--checkpoint", str(tmp_path / "raw.pth"), "--dataset", "synthetic-val", "--device", "cpu",
-              "--eval-size", "48", "80", "--padder-type", "none", "--output-dir", str(tmp_path)])
-    assert "not divisible by 32" in capsys.readouterr().err
+        _run(["--checkpoint", str(raw_checkpoint), "--dataset", "synthetic-val", "--device", "cpu",
+              "--output-dir", str(tmp_path), *argv])
+    assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("*_eval.log"))
 
 

@@ -119,46 +119,49 @@ def evaluate(
     if padder_type not in PADDER_MODES + ("none",):
         raise ValueError(f"unknown padder type {padder_type!r}; choose from {list(PADDER_MODES) + ['none']}")
     device = torch.device(device)
-    configs = [(c, i) for c in cascades for i in iterations]
+    configs = list(dict.fromkeys((c, i) for c in cascades for i in iterations))
+    if not configs:
+        raise ValueError("give at least one number of cascades and one number of iterations")
     accumulators = {config: MetricAccumulator(metrics, device) for config in configs}
     batch_indices = _sample_indices(loader)
     was_training = model.training
     model.eval()
-    bar = tqdm(loader, desc=desc, disable=not (progress and is_main_process()), dynamic_ncols=True)
-    for batch_number, (left, right, disp, valid) in enumerate(bar):
-        if disp is None:
-            raise ValueError("the evaluation dataset has no ground-truth disparity; pick a split with ground truth")
-        left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
-        valid = valid.to(device, non_blocking=True) if valid is not None else None
-        indices = batch_indices[batch_number] if batch_indices is not None else None
-        padded = {}
-        for c, i in configs:
-            divisor = size_divisor(model, c)
-            if padder_type == "none":
-                padder, inputs = None, (left, right)
-            else:
-                if divisor not in padded:
-                    padder = InputPadder(left.shape, mode=padder_type, divisor=divisor)
-                    padded[divisor] = (padder, padder.pad(left, right))
-                padder, inputs = padded[divisor]
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                pred = cascade_inference(model, *inputs, num_iters=i, num_cascades=c)
-            pred = pred[:, :1].float()
-            if padder is not None:
-                pred = padder.unpad(pred)
-            accumulators[(c, i)].update(pred, disp, valid)
-            if on_prediction is not None:
-                on_prediction((c, i), indices, left, right, disp, valid, pred)
-    model.train(was_training)
+    try:
+        bar = tqdm(loader, desc=desc, disable=not (progress and is_main_process()), dynamic_ncols=True)
+        for batch_number, (left, right, disp, valid) in enumerate(bar):
+            if disp is None:
+                raise ValueError("the evaluation dataset has no ground-truth disparity; pick a split with ground truth")
+            left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
+            valid = valid.to(device, non_blocking=True) if valid is not None else None
+            indices = batch_indices[batch_number] if batch_indices is not None else None
+            padded = {}
+            for c, i in configs:
+                divisor = size_divisor(model, c)
+                if padder_type == "none":
+                    padder, inputs = None, (left, right)
+                else:
+                    if divisor not in padded:
+                        padder = InputPadder(left.shape, mode=padder_type, divisor=divisor)
+                        padded[divisor] = (padder, padder.pad(left, right))
+                    padder, inputs = padded[divisor]
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    pred = cascade_inference(model, *inputs, num_iters=i, num_cascades=c)
+                pred = pred[:, :1].float()
+                if padder is not None:
+                    pred = padder.unpad(pred)
+                accumulators[(c, i)].update(pred, disp, valid)
+                if on_prediction is not None:
+                    on_prediction((c, i), indices, left, right, disp, valid, pred)
+    finally:
+        model.train(was_training)
 
     totals = all_reduce_sum(torch.stack([accumulators[config].state for config in configs]))
     results = {}
     for config, state in zip(configs, totals):
         accumulators[config].state = state
         results[config] = {"reference": accumulators[config].reference(), "pooled": accumulators[config].pooled()}
-    if configs:
-        seen, expected = accumulators[configs[0]].num_samples, len(loader.dataset)
-        if seen != expected:
-            warnings.warn(f"evaluated {seen} samples but the dataset has {expected}", RuntimeWarning)
+    seen, expected = accumulators[configs[0]].num_samples, len(loader.dataset)
+    if seen != expected:
+        warnings.warn(f"evaluated {seen} samples but the dataset has {expected}", RuntimeWarning)
     return results
 
