@@ -39,7 +39,7 @@ def stereo_pair(height: int = HEIGHT, width: int = WIDTH, dtype: torch.dtype = t
     return images, disps, masks
 
 
-def warp_error(images, disparities, masks) -> float:
+def warp_error(images, disparities, masks, min_fraction: float = 0.2) -> float:
     """Mean |left - right sampled at x - d| over valid pixels that land inside the right view."""
     left, right = (img.float() for img in images)
     disp, mask = disparities[0][0], masks[0]
@@ -49,7 +49,7 @@ def warp_error(images, disparities, masks) -> float:
     grid = torch.stack([(2 * src_x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
     warped = nnf.grid_sample(right[None], grid[None], mode="bilinear", align_corners=False)[0]
     use = mask & (src_x >= 1) & (src_x <= width - 2) & (y >= 1) & (y <= height - 2)
-    assert use.sum() > 0.2 * use.numel(), "too few pixels to check"
+    assert use.sum() > min_fraction * use.numel(), "too few pixels to check"
     return (left - warped).abs().mean(0)[use].mean().item()
 
 
