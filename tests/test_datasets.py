@@ -496,15 +496,24 @@ def test_missing_sintel_occlusion_mask_fails_at_construction(tmp_path):
         make_dataset("sintel", tmp_path)
 
 
-def test_truncated_image_names_the_file(tmp_path):
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_truncated_image_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"half.{suffix}"
+    Image.fromarray(_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"half.{suffix}"):
+        read_image(path)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_truncated_image_fails_when_read(tmp_path):
     write_carla(tmp_path)
     path = tmp_path / "carla-highres/trainingF/town01/im1.png"
     path.write_bytes(path.read_bytes()[:40])
     dataset = make_dataset("carla-highres", tmp_path)
     with pytest.raises(ValueError, match="town01/im1.png"):
         dataset[0]
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        read_image(tmp_path / "missing.png")
 
 
 def test_disparity_of_wrong_size_names_the_file(tmp_path):
