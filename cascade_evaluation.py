@@ -28,8 +28,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="PyTorch Stereo Matching Evaluation")
     parser.add_argument("--dataset", default="middlebury2014-train", help="dataset registry name (with ground truth)")
     parser.add_argument("--dataset-root", default="", help="root folder of the datasets")
-    parser.add_argument("--weights", default=None, help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth path")
-    parser.add_argument("--checkpoint", default=None, help="one of our training checkpoints, or a raw state dict with --model")
+    parser.add_argument(
+        "--weights", default=None, help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth path"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="one of our training checkpoints, or a raw state dict with --model"
+    )
     parser.add_argument("--model", default="crestereo_base", help="model name for --weights and raw state dicts")
     parser.add_argument("--batch-size", default=1, type=int, help="1 gives the published per-image averages")
     parser.add_argument("--workers", default=0, type=int, help="data-loading worker processes")
@@ -42,8 +46,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-grayscale", action="store_true", help="grayscale inputs (3 identical channels)")
     parser.add_argument("--interpolation-strategy", default="bilinear", choices=["bilinear", "bicubic", "mixed"],
                         help="image interpolation of the --eval-size resize")
-    parser.add_argument("--max-disparity", default=None, type=float, help="ignore ground truth at or above this disparity")
-    parser.add_argument("--n_iterations", "--n-iterations", dest="n_iterations", default=[2, 5, 10, 20], type=int, nargs="+")
+    parser.add_argument(
+        "--max-disparity", default=None, type=float, help="ignore ground truth at or above this disparity"
+    )
+    parser.add_argument(
+        "--n_iterations", "--n-iterations", dest="n_iterations", default=[2, 5, 10, 20], type=int, nargs="+"
+    )
     parser.add_argument("--n_cascades", "--n-cascades", dest="n_cascades", default=[1, 2], type=int, nargs="+")
     parser.add_argument(
         "--metrics", default=DEFAULT_LOG_METRICS, nargs="+", choices=AVAILABLE_METRICS,
@@ -63,7 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad flag combinations with one clear message each, before anything is loaded."""
     if (args.weights is None) == (args.checkpoint is None):
-        parser.error("give exactly one of --weights (published weights or a .pth) and --checkpoint (a training checkpoint)")
+        parser.error(
+            "give exactly one of --weights (published weights or a .pth) and --checkpoint (a training checkpoint)"
+        )
     if args.eval_size == ["native"]:
         args.eval_size = None
         if args.batch_size != 1:
@@ -133,7 +143,10 @@ def make_dataset_for_eval(parser: argparse.ArgumentParser, args: argparse.Namesp
     except (ValueError, KeyError) as e:
         parser.error(str(e))
     if not spec.has_gt:
-        parser.error(f"dataset {args.dataset} has no ground-truth disparity; evaluate a split with ground truth (e.g. middlebury2014-train)")
+        parser.error(
+            f"dataset {args.dataset} has no ground-truth disparity; evaluate a split with ground truth "
+            "(e.g. middlebury2014-train)"
+        )
     preset = StereoMatchingEvalPreset(
         resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
         interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
@@ -203,7 +216,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             summary = ", ".join(f"{m} {v:.4f}" for m, v in values["reference"].items())
             print(f"{args.dataset} @ {size}  cascades {c}  iterations {i}: {summary}")
         log_path = output_dir / f"{name}_eval.log"
-        log_path.write_text(format_log(args.dataset, args.eval_size, results, args.n_cascades, args.n_iterations, args.metrics))
+        log = format_log(args.dataset, args.eval_size, results, args.n_cascades, args.n_iterations, args.metrics)
+        log_path.write_text(log)
         record = {
             "dataset": args.dataset,
             "eval_size": size,

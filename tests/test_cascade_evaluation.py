@@ -59,7 +59,8 @@ def test_log_reproduces_the_published_layout_line_by_line():
 def test_log_follows_flag_order_and_native_size():
     results = {(c, i): {"reference": {"mae": c + i / 100, "fl-all": 50.0}} for c in (1, 2) for i in (3, 1)}
     text = format_log("synthetic-val", None, results, [2, 1], [3, 1], ["mae", "fl-all"])
-    assert text.splitlines()[:4] == ["Dataset: synthetic-val @size: native:", "{", "\t2: {", "\t\t3: {'mae': 2.03, 'fl-all': 50.0}"]
+    head = ["Dataset: synthetic-val @size: native:", "{", "\t2: {", "\t\t3: {'mae': 2.03, 'fl-all': 50.0}"]
+    assert text.splitlines()[:4] == head
     assert list(parse_log(text)[1]) == [(2, 3), (2, 1), (1, 3), (1, 1)]
 
 
@@ -77,7 +78,8 @@ def test_defaults_sweep_the_published_table_and_both_spellings_work():
     assert run_name(args) == "CREStereo_Base_Weights.MEGVII_V1_middlebury2014-train_384x512"
     a = _args("--weights", "w.pth", "--n_cascades", "3", "--n-iterations", "4", "--eval-size", "native")
     b = _args("--weights", "w.pth", "--n-cascades", "3", "--n_iterations", "4", "--eval-size", "native")
-    assert (a.n_cascades, a.n_iterations, a.eval_size) == (b.n_cascades, b.n_iterations, b.eval_size) == ([3], [4], None)
+    for parsed in (a, b):
+        assert (parsed.n_cascades, parsed.n_iterations, parsed.eval_size) == ([3], [4], None)
     assert run_name(a) == "w_middlebury2014-train_native"
 
 
@@ -112,7 +114,8 @@ def _run(argv):
 def two_synthetic_samples(monkeypatch):
     registry = pytest.importorskip("data.registry")
     real = registry.make_dataset
-    monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, length=2, size=(64, 96), max_disparity=24, **k))
+    small = {"length": 2, "size": (64, 96), "max_disparity": 24}
+    monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, **small, **k))
 
 
 @pytest.fixture
@@ -206,3 +209,55 @@ def test_end_to_end_log_json_and_figures_agree(tmp_path, two_synthetic_samples, 
     assert console.count("cascades ") == 2 and f"mae {record['results'][0]['reference']['mae']:.4f}" in console
     figures = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
     assert figures == [f"run_synthetic-val_64x64_images/{c}c_2i/{k:05d}.png" for c in (1, 2) for k in range(2)]
+
+
+def _write_middlebury(root, scenes):
+    """A miniature Middlebury 2014 train layout: two views and their PFM disparities per scene."""
+    import torch
+    from torchvision.io import write_png
+
+    from data.io import write_pfm
+
+    for k, scene in enumerate(scenes):
+        folder = root / "Middlebury2014" / "train" / f"{scene}-perfect"
+        folder.mkdir(parents=True)
+        g = torch.Generator().manual_seed(k)
+        for view in ("im0", "im1"):
+            write_png(torch.randint(0, 256, (3, 48, 72), dtype=torch.uint8, generator=g), str(folder / f"{view}.png"))
+        for view in ("disp0", "disp1"):
+            write_pfm(folder / f"{view}.pfm", torch.rand(48, 72, generator=g).numpy() * 20 + 1)
+
+
+def test_recipe_command_reads_every_file_once(raw_checkpoint, tmp_path, monkeypatch, capsys):
+    """The README recipe's flags (default sweep of 8 configurations) on a small Middlebury layout."""
+    import collections
+    import json
+
+    data_io = pytest.importorskip("data.io")
+    _write_middlebury(tmp_path, ["Adirondack", "Motorcycle"])
+    reads = collections.Counter()
+    decode, open_ = data_io.decode_image, open
+
+    def counting_decode(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return decode(path, *args, **kwargs)
+
+    def counting_open(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return open_(path, *args, **kwargs)
+
+    monkeypatch.setattr(data_io, "decode_image", counting_decode)
+    monkeypatch.setattr(data_io, "open", counting_open, raising=False)
+    _run(["--dataset", "middlebury2014-train", "--batch-size", "1", "--dataset-root", str(tmp_path),
+          "--model", "crestereo_base", "--weights", str(raw_checkpoint), "--eval-size", "64", "64", "--device", "cpu",
+          "--output-dir", str(tmp_path)])
+    files = sorted(
+        f"{scene}-perfect/{name}" for scene in ("Adirondack", "Motorcycle")
+        for name in ("disp0.pfm", "disp1.pfm", "im0.png", "im1.png")
+    )
+    assert sorted(p.split("/train/")[1] for p in reads) == files and set(reads.values()) == {1}, reads
+    record = json.loads((tmp_path / "raw_middlebury2014-train_64x64_eval.json").read_text())
+    assert [(r["cascades"], r["iterations"]) for r in record["results"]] == [
+        (c, i) for c in (1, 2) for i in (2, 5, 10, 20)
+    ]
+    assert len(parse_log((tmp_path / "raw_middlebury2014-train_64x64_eval.log").read_text())[1]) == 8

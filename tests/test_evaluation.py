@@ -165,5 +165,5 @@ def test_cascade_inference_reproduces_reference_case_b():
     ref = torch.load(REFERENCE / "ref_b_cascade.pt")
     model = _reference_model()
     with torch.inference_mode():
-        out = cascade_inference(model, ref["left"], ref["right"], num_iters=ref["num_iters"], num_cascades=ref["cascades"])
+        out = cascade_inference(model, ref["left"], ref["right"], ref["num_iters"], ref["cascades"])
     torch.testing.assert_close(out, ref["output"], atol=1e-4, rtol=1e-4)

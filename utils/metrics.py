@@ -130,7 +130,8 @@ class MetricAccumulator:
         self.state[m + 2 :] += stats
         if stats[0] > 0:
             batch = metrics_from_stats(stats, self.metrics)
-            self.state[:m] += torch.tensor([batch[k] for k in self.metrics], dtype=torch.float64, device=self.state.device)
+            values = [batch[k] for k in self.metrics]
+            self.state[:m] += torch.tensor(values, dtype=torch.float64, device=self.state.device)
             self.state[m] += 1
 
     @property

@@ -15,7 +15,9 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def denormalize(image: Tensor, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)) -> Tensor:
+def denormalize(
+    image: Tensor, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
+) -> Tensor:
     """Undo ``Normalize(mean, std)`` on a ``(C, H, W)`` image, giving values in [0, 1]."""
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=image.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=image.device).view(-1, 1, 1)
