@@ -81,13 +81,11 @@ class _ContractMixin:
     def __getitem__(self, index: int) -> Sample:
         left_path, right_path = self._images[index]
         images = (self._read_img(left_path), self._read_img(right_path))
-        left_gt = self._read_disparity(self._disparities[index][0])
-        right_gt = self._read_disparity(self._disparities[index][1])
-        for (path, gt), image in zip(zip(self._disparities[index], (left_gt, right_gt)), images):
-            if gt[0] is not None and gt[0].shape[-2:] != image.shape[-2:]:
-                raise ValueError(f"{path} is {tuple(gt[0].shape[-2:])} but its image is {tuple(image.shape[-2:])}")
-        disparities = (left_gt[0], right_gt[0])
-        masks = (left_gt[1], right_gt[1])
+        (left_disparity, left_mask), (right_disparity, right_mask) = map(self._read_disparity, self._disparities[index])
+        disparities, masks = (left_disparity, right_disparity), (left_mask, right_mask)
+        for path, disparity, image in zip(self._disparities[index], disparities, images):
+            if disparity is not None and disparity.shape[-2:] != image.shape[-2:]:
+                raise ValueError(f"{path} is {tuple(disparity.shape[-2:])} but its image is {tuple(image.shape[-2:])}")
         if self.transforms is not None:
             return self.transforms(images, disparities, masks)
         return images, disparities, masks

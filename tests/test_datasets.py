@@ -182,7 +182,8 @@ def _sceneflow(root: Path, variant: str) -> list[Expected]:
 def _sintel(root: Path, pass_name: str) -> list[Expected]:
     base = root / "Sintel" / "training"
     out = []
-    for k, (scene, frame) in enumerate([("alley_1", "frame_0001"), ("alley_1", "frame_0002"), ("cave_2", "frame_0001")]):
+    frames = [("alley_1", "frame_0001"), ("alley_1", "frame_0002"), ("cave_2", "frame_0001")]
+    for k, (scene, frame) in enumerate(frames):
         for p, value in (("clean", 150 + k), ("final", 170 + k)):
             _image(base / f"{p}_left" / scene / f"{frame}.png", value)
             _image(base / f"{p}_right" / scene / f"{frame}.png", value + 50)
