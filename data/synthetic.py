@@ -4,7 +4,7 @@ A scene is a background plane and a few objects (ellipses, rotated rectangles, p
 slanted plane ``d(x, y) = d0 + b (x - cx) + c (y - cy)`` carrying its own texture: multi-scale colour
 noise, sharp-edged patches, and some nearly flat (low-texture) layers. Textures live on the left image's
 pixel grid. The left view shows, at each pixel, the layer with the largest disparity (z-buffer). The right
-view is rendered exactly: a right pixel ``xr`` sees layer ``l`` at ``xl = (xr + d0 - b cx - c (y - cy)) / (1 - b)``
+view is rendered exactly: a right pixel ``xr`` sees layer ``l`` at ``xl = (xr + d0 - b cx + c (y - cy)) / (1 - b)``
 (the inverse of ``xr = xl - d(xl, y)``), again keeping the largest disparity, and takes the layer's texture
 linearly interpolated at ``xl``. So on pixels visible in both views the right image equals the left image
 warped by the right disparity, up to uint8 rounding; pixels not visible in the other view are marked.
@@ -112,7 +112,7 @@ class SyntheticStereo(Dataset):
     Args:
         size: ``(H, W)`` of every sample.
         max_disparity, min_disparity: range of the ground-truth disparity, in pixels (``0 < min < max < W/2``).
-        length: number of samples (indices wrap nothing: each index is its own scene).
+        length: number of samples; each index is its own scene.
         seed: scene family; ``synthetic`` uses 0 and ``synthetic-val`` 1, so they never share scenes.
         num_objects: largest number of objects; each scene draws between a third of it and it.
         transforms: called as ``transforms(images, disparities, masks)``.
