@@ -132,7 +132,7 @@ class RecurrentBlock(raft.RecurrentBlock):
             z, r = zr.chunk(2, dim=1)
             w_q = torch.cat([gru.convq.weight[:, :n], gru.convq.weight[:, skip:]], dim=1)
             q = torch.tanh(F.conv2d(torch.cat([r * hidden, motion], dim=1), w_q, padding=gru.convq.padding) + term[:, 2 * n :])
-            hidden = (1 - z) * hidden + z * q
+            hidden = torch.lerp(hidden, q, z)  # (1 - z) * hidden + z * q in one pass
         return hidden
 
 

@@ -1,0 +1,193 @@
+"""Speed and memory benchmarks.
+
+`model` mode times the network's eval forward (`return_all=False`, what evaluation runs) and a training step
+(train-mode forward, sequence loss over all predictions, backward), and reports with every time the yardstick
+of docs/readme_models.md: FLOPs of the call, achieved GFLOP/s, and the peak of a (1, 5) convolution (the
+recurrent block's dominant kernel) measured in the same run, so that numbers compare across machines.
+
+    python benchmark.py model --threads 2 --json bench_model.json
+    python benchmark.py model --dtype bfloat16 --compile --device cuda --batch 2
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from models import get_model
+from utils.losses import sequence_loss
+
+# torchvision's reference implementation on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations
+# (shared/reference/performance.md): work per call and the fraction of the (1, 5)-conv peak it reached.
+REFERENCE = {"eval": {"gflop": 925.0, "efficiency": 0.72}, "train": {"gflop": 2769.0, "efficiency": 0.78}}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak resident set size (VmHWM)
+            f.write("5")
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: max allocated; CPU: peak resident set size of the process since the last reset."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    return kb * 1024 / 1e9
+
+
+def measure(fn: Callable[[], object], device: torch.device, runs: int) -> dict:
+    """Median and spread of `runs` timed calls after one warm-up, with the peak memory of the timed calls."""
+    fn()
+    synchronize(device)
+    reset_peak_memory(device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_memory_gb": peak_memory_gb(device)}
+
+
+def count_gflop(fn: Callable[[], object]) -> float:
+    """Convolution and matrix-product work of one call (FlopCounterMode), in GFLOP."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> float:
+    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape."""
+    x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
+    w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
+    gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
+    with torch.no_grad():
+        result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
+    return gflop / result["median_s"]
+
+
+def model_mode(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.manual_seed(0)
+    h, w = args.size
+    left, right = (torch.rand(2, args.batch, 3, h, w, device=device) * 2 - 1).unbind(0)
+    disparity = torch.rand(args.batch, 1, h, w, device=device) * 32
+    peak = conv_peak(device, dtype, args.runs)
+    rows = []
+    for task in args.tasks:
+        for checkpointing in ([False, True] if task == "train" else [False]):
+            model = get_model(args.model, activation_checkpointing=checkpointing).to(device)
+            forward = torch.compile(model) if args.compile else model
+            if task == "eval":
+                model.eval()
+
+                def call():
+                    with torch.no_grad(), autocast:
+                        return forward(left, right, num_iters=args.iters, return_all=False)
+            else:
+                model.train()
+
+                def call():
+                    model.zero_grad(set_to_none=True)
+                    with autocast:
+                        predictions = forward(left, right, num_iters=args.iters)
+                    sequence_loss(predictions, disparity, None, average="all").backward()
+
+            gflop = count_gflop(lambda: model_call(model, task, left, right, disparity, args.iters))
+            result = measure(call, device, args.runs)
+            row = {
+                "task": task,
+                "checkpointing": checkpointing,
+                "dtype": args.dtype,
+                "compile": args.compile,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "size": [h, w],
+                "iters": args.iters,
+                **result,
+                "gflop": gflop,
+                "gflop_per_s": gflop / result["median_s"],
+                "conv_peak_gflop_per_s": peak,
+            }
+            row["fraction_of_peak"] = row["gflop_per_s"] / peak
+            if device.type == "cpu" and args.batch == 1 and (h, w) == (384, 512) and args.iters == 10:
+                ref = REFERENCE[task]
+                row["reference_s_here"] = ref["gflop"] / (ref["efficiency"] * peak)
+                row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+def model_call(model: torch.nn.Module, task: str, left, right, disparity, iters: int) -> None:
+    """One uncompiled float32 call, for counting FLOPs."""
+    if task == "eval":
+        with torch.no_grad():
+            model(left, right, num_iters=iters, return_all=False)
+    else:
+        sequence_loss(model(left, right, num_iters=iters), disparity, None, average="all").backward()
+        model.zero_grad(set_to_none=True)
+
+
+def print_row(row: dict) -> None:
+    task = row["task"] + (" +ckpt" if row["checkpointing"] else "")
+    options = row["dtype"] + (" compile" if row["compile"] else "")
+    line = (
+        f"{task:<11} {options:<17} {row['median_s']:7.3f} s [{row['min_s']:.3f}-{row['max_s']:.3f}]  "
+        f"{row['gflop']:7.1f} GFLOP  {row['gflop_per_s']:6.1f} GFLOP/s  peak {row['conv_peak_gflop_per_s']:6.1f} "
+        f"({100 * row['fraction_of_peak']:3.0f} %)  mem {row['peak_memory_gb']:5.2f} GB"
+    )
+    if "speedup_vs_reference" in row:
+        line += f"  reference here {row['reference_s_here']:.2f} s -> {row['speedup_vs_reference']:.2f}x"
+    print(line, flush=True)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Stereo toolkit benchmarks")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    model = modes.add_parser("model", help="network eval forward and training step")
+    model.add_argument("--model", default="crestereo_base")
+    model.add_argument("--tasks", nargs="+", choices=["eval", "train"], default=["eval", "train"])
+    model.add_argument("--size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"))
+    model.add_argument("--batch", type=int, default=1)
+    model.add_argument("--iters", type=int, default=10)
+    model.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (median reported)")
+    model.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    model.add_argument("--compile", action="store_true", help="torch.compile the model")
+    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    model.add_argument("--json", default=None, help="write the results to this JSON file")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.mode == "model":
+        rows = model_mode(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mode": args.mode, "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
