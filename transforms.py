@@ -215,7 +215,7 @@ class Resize(nn.Module):
                 d, m = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), (new_h, new_w), (0, 0), (new_h, new_w))
             else:
                 d = bilinear_resize(disp, (new_h, new_w), valid=mask).mul_(scale_x)
-                m = F.resize(mask[None], [new_h, new_w], interpolation=InterpolationMode.NEAREST)[0]
+                m = nearest_resize(mask, (new_h, new_w))
             out_d.append(d)
             out_m.append(m)
         return images, tuple(out_d), tuple(out_m)
@@ -258,13 +258,10 @@ def resample(img: Tensor, rows: Taps, cols: Taps, valid: Optional[Tensor] = None
     """Separable resampling of ``(..., H, W)`` with per-axis taps, as float32; reads only the needed pixels.
 
     Pixels where ``valid`` (``(H, W)`` bool) is False count as 0. Decoded images are channels-last in
-    memory, so such inputs are gathered in that layout. Returns a contiguous tensor.
+    memory, so such inputs are gathered in that layout (gathering rows of a strided view would copy the
+    whole input first). Returns a contiguous tensor.
     """
-    col_lo = min(int(i.min()) for i in cols[0])
-    col_hi = max(int(i.max()) for i in cols[0]) + 1
-    img = img[..., col_lo:col_hi]
-    valid = None if valid is None else valid[..., col_lo:col_hi]
-    col_index = [i - col_lo for i in cols[0]]
+    col_index = cols[0]
     channels_last = img.ndim == 3 and img.shape[0] > 1 and img.stride(0) == 1
     if channels_last:
         img, valid = img.permute(1, 2, 0), None if valid is None else valid[..., None]
@@ -272,13 +269,37 @@ def resample(img: Tensor, rows: Taps, cols: Taps, valid: Optional[Tensor] = None
     else:
         row_w, col_w, row_dim, col_dim = [w[:, None] for w in rows[1]], cols[1], -2, -1
 
-    def gather_rows(index: Tensor) -> Tensor:
-        r = img.index_select(row_dim, index.to(img.device)).float()
-        return r if valid is None else torch.where(valid.index_select(row_dim, index.to(img.device)), r, 0.0)
-
-    out_rows = sum(gather_rows(i).mul_(w.to(img.device)) for i, w in zip(rows[0], row_w))
-    out = sum(out_rows.index_select(col_dim, i.to(img.device)).mul_(w.to(img.device)) for i, w in zip(col_index, col_w))
+    # Gather each (row tap, column tap) corner in the input dtype, then convert only the output-sized corners.
+    device = img.device
+    out = None
+    for row_index, wy in zip(rows[0], row_w):
+        row_index = row_index.to(device)
+        picked = img.index_select(row_dim, row_index)
+        picked_valid = None if valid is None else valid.index_select(row_dim, row_index)
+        acc = None
+        for col_index_k, wx in zip(col_index, col_w):
+            col_index_k = col_index_k.to(device)
+            v = picked.index_select(col_dim, col_index_k).float()
+            if picked_valid is not None:
+                v = torch.where(picked_valid.index_select(col_dim, col_index_k), v, 0.0)
+            v.mul_(wx.to(device))
+            acc = v if acc is None else acc.add_(v)
+        acc.mul_(wy.to(device))
+        out = acc if out is None else out.add_(acc)
     return out.permute(2, 0, 1).contiguous() if channels_last else out
+
+
+def _nearest_index(in_size: int, out_size: int) -> Tensor:
+    """PyTorch's ``nearest`` source index: ``floor(dst * (in / out))`` computed in float32, clamped."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    return (torch.arange(out_size, dtype=torch.float32) * scale).floor().long().clamp(max=in_size - 1)
+
+
+def nearest_resize(mask: Tensor, size: Sequence[int]) -> Tensor:
+    """``F.resize(..., NEAREST)`` of a ``(..., H, W)`` tensor by direct indexing (same values, no conversions)."""
+    (height, width), (out_h, out_w) = mask.shape[-2:], size
+    index_y, index_x = _nearest_index(height, out_h).to(mask.device), _nearest_index(width, out_w).to(mask.device)
+    return mask.index_select(-2, index_y).index_select(-1, index_x)
 
 
 def bilinear_resize(img: Tensor, size: Sequence[int], valid: Optional[Tensor] = None) -> Tensor:

@@ -383,3 +383,12 @@ def test_bilinear_resize_matches_torchvision():
         expected = F.resize(img.float(), list(size), antialias=False)
         torch.testing.assert_close(T.bilinear_resize(img, size), expected, atol=5e-3, rtol=0)
         torch.testing.assert_close(T.bilinear_resize(channels_last, size), expected, atol=5e-3, rtol=0)
+
+
+def test_nearest_resize_matches_torchvision():
+    g = torch.Generator().manual_seed(0)
+    for height, width in [(75, 110), (13, 17)]:
+        mask = torch.rand(height, width, generator=g) > 0.5
+        for size in [(384, 512), (2 * height, 2 * width), (height, width), (7, 9), (height + 1, width - 1)]:
+            expected = F.resize(mask[None], list(size), interpolation=F.InterpolationMode.NEAREST)[0]
+            assert torch.equal(T.nearest_resize(mask, size), expected)
