@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from utils.distributed import DistState, EvalBatchSampler, init_distributed, resolve_device
 from utils.evaluation import cascade_inference, evaluate, make_eval_loader
 
 REFERENCE = Path("/work/shared/reference/crestereo")
@@ -167,3 +168,28 @@ def test_cascade_inference_reproduces_reference_case_b():
     with torch.inference_mode():
         out = cascade_inference(model, ref["left"], ref["right"], ref["num_iters"], ref["cascades"])
     torch.testing.assert_close(out, ref["output"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_samples, batch_size, world_size", [(7, 2, 2), (5, 1, 3), (2, 4, 3), (9, 3, 4)])
+def test_eval_sampler_shards_single_process_batches_without_repeats(num_samples, batch_size, world_size):
+    single = list(EvalBatchSampler(num_samples, batch_size, 0, 1))
+    shards = [list(EvalBatchSampler(num_samples, batch_size, r, world_size)) for r in range(world_size)]
+    assert sorted(b for shard in shards for b in shard) == single  # same batches, each exactly once
+    assert [len(EvalBatchSampler(num_samples, batch_size, r, world_size)) for r in range(world_size)] == [
+        len(s) for s in shards
+    ]
+
+
+def test_init_distributed_reads_the_environment(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(key, raising=False)
+    assert init_distributed("cpu") == DistState(False, 0, 1, 0, torch.device("cpu"))
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a single SLURM task is a plain process
+    assert init_distributed("cpu").distributed is False
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: no process group needed
+    assert init_distributed("auto") == DistState(False, 0, 1, 0, resolve_device("auto"))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="--device cpu"):
+            init_distributed("cuda")
