@@ -122,3 +122,115 @@ class MixtureSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.mixture.total_steps - self.start_step) * self.mixture.batch_size
+
+
+def add_mixture_arguments(parser) -> None:
+    """The dataset and augmentation flags of train.py (also used by scripts that must draw as it does)."""
+    parser.add_argument("--dataset-root", default="", help="folder holding every dataset's directory")
+    parser.add_argument("--train-datasets", default=["crestereo"], nargs="+", help="registry names of the mixture")
+    parser.add_argument("--dataset-steps", default=[300000], type=int, nargs="+",
+                        help="steps (or epochs with --steps-is-epochs) per training dataset, one per name")
+    parser.add_argument("--steps-is-epochs", action="store_true", help="read --dataset-steps as epochs per dataset")
+    parser.add_argument("--batch-size", default=2, type=int, help="samples per process and step")
+    parser.add_argument("--seed", default=42, type=int, help="seeds the mixture order, augmentation and model init")
+    parser.add_argument("--crop-size", default=[384, 512], type=int, nargs=2, help="training crop H W")
+    parser.add_argument("--resize-size", default=None, type=int, nargs=2, help="optional fixed resize H W before cropping")
+    parser.add_argument("--scale-range", default=[0.6, 1.0], type=float, nargs=2, help="random rescale range")
+    parser.add_argument("--rescale-prob", default=1.0, type=float)
+    parser.add_argument("--scaling-type", default="linear", choices=["linear", "exponential"])
+    parser.add_argument("--flip-prob", default=0.5, type=float, help="horizontal flip (with view swap) probability")
+    parser.add_argument("--vertical-flip-prob", default=0.0, type=float)
+    parser.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    parser.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    parser.add_argument("--use-grayscale", action="store_true")
+    parser.add_argument("--max-disparity", default=None, type=float, help="ground truth at or above it is invalid")
+    parser.add_argument("--interpolation-strategy", default="bilinear", choices=["bilinear", "bicubic", "mixed"])
+    parser.add_argument("--spatial-shift-prob", default=1.0, type=float)
+    parser.add_argument("--spatial-shift-max-angle", default=0.1, type=float, help="degrees")
+    parser.add_argument("--spatial-shift-max-displacement", default=2.0, type=float, help="pixels")
+    parser.add_argument("--gamma-range", default=[0.8, 1.2], type=float, nargs=2)
+    parser.add_argument("--brightness-range", default=[0.8, 1.2], type=float, nargs="+")
+    parser.add_argument("--contrast-range", default=[0.8, 1.2], type=float, nargs="+")
+    parser.add_argument("--saturation-range", default=[0.0], type=float, nargs="+")
+    parser.add_argument("--hue-range", default=[0.0], type=float, nargs="+")
+    parser.add_argument("--asymmetric-jitter-prob", default=1.0, type=float)
+    parser.add_argument("--occlusion-prob", default=0.5, type=float, help="right-image occlusion probability")
+    parser.add_argument("--occlusion-px-range", default=[50, 100], type=int, nargs=2)
+    parser.add_argument("--erase-prob", default=0.0, type=float)
+    parser.add_argument("--erase-px-range", default=[50, 100], type=int, nargs=2)
+    parser.add_argument("--erase-num-repeats", default=1, type=int)
+
+
+def _range(values: Sequence[float]) -> float | tuple[float, ...]:
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def make_train_transform(args, dataset_name: str):
+    """The training preset of `dataset_name` from the flags of `add_mixture_arguments`."""
+    from data.registry import dataset_spec
+    from presets import StereoMatchingTrainPreset
+
+    return StereoMatchingTrainPreset(
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        rescale_prob=args.rescale_prob,
+        scaling_type=args.scaling_type,
+        scale_range=args.scale_range,
+        scale_interpolation_type=args.interpolation_strategy,
+        use_grayscale=args.use_grayscale,
+        mean=args.norm_mean,
+        std=args.norm_std,
+        max_disparity=args.max_disparity,
+        spatial_shift_prob=args.spatial_shift_prob,
+        spatial_shift_max_angle=args.spatial_shift_max_angle,
+        spatial_shift_max_displacement=args.spatial_shift_max_displacement,
+        spatial_shift_interpolation_type=args.interpolation_strategy,
+        gamma_range=args.gamma_range,
+        brightness=_range(args.brightness_range),
+        contrast=_range(args.contrast_range),
+        saturation=_range(args.saturation_range),
+        hue=_range(args.hue_range),
+        asymmetric_jitter_prob=args.asymmetric_jitter_prob,
+        horizontal_flip_prob=args.flip_prob,
+        vertical_flip_prob=args.vertical_flip_prob,
+        occlusion_prob=args.occlusion_prob,
+        occlusion_px_range=args.occlusion_px_range,
+        erase_prob=args.erase_prob,
+        erase_px_range=args.erase_px_range,
+        erase_num_repeats=args.erase_num_repeats,
+        sparse_gt=dataset_spec(dataset_name).sparse_gt,
+    )
+
+
+def check_crop_fits(args, dataset_name: str, dataset: Dataset) -> None:
+    """Reject a crop larger than the dataset's images (its first sample, or --resize-size)."""
+    height, width = args.resize_size or dataset[0][0][0].shape[-2:]
+    crop_h, crop_w = args.crop_size
+    if crop_h > height or crop_w > width:
+        raise ValueError(
+            f"--crop-size {crop_h} {crop_w} is larger than the images of {dataset_name} ({height}x{width}); "
+            f"pass a --crop-size of at most {min(crop_h, height)} {min(crop_w, width)}."
+        )
+
+
+def make_training_mixture(args, world_size: int) -> TrainingMixture:
+    """Build every training dataset with its preset and the mixture train.py reads, checking the inputs."""
+    from data.registry import dataset_spec, make_dataset
+
+    for name in args.train_datasets:
+        spec = dataset_spec(name)
+        if not spec.has_gt:
+            raise ValueError(f"Training dataset {name} has no ground truth; pick a training split.")
+    if len(args.dataset_steps) != len(args.train_datasets):
+        raise ValueError(
+            f"--dataset-steps has {len(args.dataset_steps)} values for {len(args.train_datasets)} --train-datasets; "
+            "give one value per dataset."
+        )
+    datasets = []
+    for name in args.train_datasets:
+        check_crop_fits(args, name, make_dataset(name, args.dataset_root))
+        datasets.append(make_dataset(name, args.dataset_root, transforms=make_train_transform(args, name)))
+    return TrainingMixture(
+        datasets, args.dataset_steps, args.batch_size, world_size,
+        steps_is_epochs=args.steps_is_epochs, seed=args.seed, names=args.train_datasets,
+    )

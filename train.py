@@ -1,0 +1,464 @@
+"""Train a stereo model on a mixture of datasets: plain python, torchrun (one or many nodes) or SLURM srun.
+
+    python train.py --device cpu ...                       # one process
+    torchrun --nproc_per_node 8 train.py ...               # DDP, nccl on GPUs, gloo on CPU
+    srun python train.py ...                               # rank and world size from SLURM
+
+Checkpoints `{checkpoint_dir}/{name}_{step}.pth` and `{name}.pth` (the latest) are written atomically by
+rank 0. `--resume-path` alone starts a new schedule from those weights; with `--resume-schedule` the run
+continues exactly where the checkpoint stopped. A run restarted by `torchrun --max-restarts` (or requeued
+by SLURM) resumes from its latest checkpoint by itself.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from data.collate import stereo_collate
+from data.mixture import MixtureSampler, add_mixture_arguments, make_training_mixture
+from utils.checkpoint import load_checkpoint, model_state_from_checkpoint, plain_args, rng_state, save_checkpoint
+from utils.checkpoint import set_rng_state
+from utils.distributed import all_reduce_sum, init_distributed, is_main_process
+from utils.evaluation import evaluate, make_eval_loader
+from utils.logger import TrainingLogger, write_training_images
+from utils.losses import LOSS_AVERAGES, training_loss
+from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, check_lr_schedule, make_lr_schedule
+from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS
+
+# Flags that fix the sample stream: a run can only be continued exactly when they are unchanged.
+DATA_FLAGS = ("train_datasets", "dataset_steps", "steps_is_epochs", "batch_size", "seed")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="PyTorch Stereo Matching Training")
+    parser.add_argument("--name", default="crestereo", help="run name: checkpoint files and TensorBoard folder")
+    parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
+    add_mixture_arguments(parser)
+    parser.add_argument("--workers", default=4, type=int, help="data-loading processes per training process")
+    parser.add_argument("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
+
+    parser.add_argument("--test-datasets", default=["middlebury2014-train"], nargs="+",
+                        help="registry datasets with ground truth to validate on")
+    parser.add_argument("--valid-frequency", default=1000, type=int,
+                        help="validate every N steps, at the start of a new run and at the end (0: never)")
+    parser.add_argument("--eval-size", default=["384", "512"], nargs="+",
+                        help="validation resize H W, or 'native' to validate at each image's own size")
+    parser.add_argument("--eval-batch-size", default=1, type=int)
+    parser.add_argument("--padder-type", default="kitti", choices=["kitti", "sintel"])
+    parser.add_argument("--metrics", default=list(DEFAULT_METRICS), nargs="+", choices=AVAILABLE_METRICS)
+
+    parser.add_argument("--model", default="crestereo_base", help="model registry name")
+    parser.add_argument("--weights", default=None, help="published weights (e.g. CREStereo_Base_Weights.MEGVII_V1) "
+                        "or a .pth to fine-tune from")
+    parser.add_argument("--recurrent-updates", default=10, type=int, help="refinement iterations (num_iters)")
+    parser.add_argument("--freeze-batch-norm", action="store_true", help="keep BatchNorm layers in eval mode")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute refinement iterations in the backward pass (less memory, more time)")
+
+    parser.add_argument("--gamma", default=0.8, type=float, help="sequence-loss weight decay over predictions")
+    parser.add_argument("--loss-average", default="valid", choices=LOSS_AVERAGES,
+                        help="average the L1 over valid pixels, or over all pixels like the reference")
+    parser.add_argument("--flow-loss-weight", default=1.0, type=float)
+    parser.add_argument("--flow-loss-exclude-large", action="store_true",
+                        help="exclude ground truth >= --max-disparity from the sequence loss")
+    parser.add_argument("--consistency-weight", default=0.0, type=float)
+    parser.add_argument("--consistency-resize-factor", default=0.25, type=float)
+    parser.add_argument("--psnr-weight", default=0.0, type=float)
+    parser.add_argument("--smoothness-weight", default=0.0, type=float)
+    parser.add_argument("--photometric-weight", default=0.0, type=float)
+    parser.add_argument("--photometric-max-displacement-ratio", default=0.15, type=float)
+    parser.add_argument("--photometric-ssim-weight", default=0.85, type=float)
+
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    parser.add_argument("--lr", default=4e-4, type=float)
+    parser.add_argument("--weight-decay", default=0.0, type=float)
+    parser.add_argument("--clip-grad-norm", default=0.0, type=float, help="max gradient norm (0: no clipping)")
+    parser.add_argument("--min-lr", default=2e-5, type=float, help="learning rate of the last step")
+    parser.add_argument("--warmup-steps", default=6000, type=int)
+    parser.add_argument("--decay-after-steps", default=180000, type=int, help="step where the decay starts")
+    parser.add_argument("--lr-warmup-method", default="linear", choices=WARMUP_METHODS)
+    parser.add_argument("--lr-warmup-factor", default=0.02, type=float, help="warmup start (linear) or level (constant)")
+    parser.add_argument("--lr-decay-method", default="linear", choices=DECAY_METHODS)
+    parser.add_argument("--mixed-precision", nargs="?", const="float16", default=None,
+                        choices=["float16", "bfloat16"], help="autocast dtype (alone: float16 with a grad scaler)")
+    parser.add_argument("--max-nonfinite-steps", default=20, type=int,
+                        help="stop (with a checkpoint) after this many consecutive non-finite steps")
+
+    parser.add_argument("--tensorboard-summaries", action="store_true")
+    parser.add_argument("--tensorboard-log-frequency", default=100, type=int, help="image grids every N steps")
+    parser.add_argument("--print-frequency", default=10, type=int, help="console line (and scalars) every N steps")
+    parser.add_argument("--save-frequency", default=1000, type=int)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--resume-path", default=None, help="checkpoint or state dict to start from")
+    parser.add_argument("--resume-schedule", action="store_true",
+                        help="with --resume-path: also restore optimizer, schedule, step and data position")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Flag-level checks that need no file and no model; each raises ValueError naming the fix."""
+    from data.registry import dataset_spec
+
+    for name in args.train_datasets + args.test_datasets:
+        dataset_spec(name)
+    for name in args.test_datasets:
+        if not dataset_spec(name).has_gt:
+            raise ValueError(f"--test-datasets {name} has no ground truth; validate on a split with ground truth.")
+    if len(args.dataset_steps) != len(args.train_datasets):
+        raise ValueError(
+            f"--dataset-steps has {len(args.dataset_steps)} values for {len(args.train_datasets)} --train-datasets; "
+            "give one value per dataset."
+        )
+    if args.eval_size == ["native"]:
+        args.eval_size = None
+        if args.eval_batch_size != 1:
+            raise ValueError("--eval-size native keeps each image's size, so it needs --eval-batch-size 1.")
+    else:
+        try:
+            args.eval_size = [int(v) for v in args.eval_size]
+        except (TypeError, ValueError):
+            args.eval_size = []
+        if len(args.eval_size) != 2 or min(args.eval_size) < 1:
+            raise ValueError("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'.")
+    positive = {"--batch-size": args.batch_size, "--eval-batch-size": args.eval_batch_size,
+                "--recurrent-updates": args.recurrent_updates, "--save-frequency": args.save_frequency,
+                "--print-frequency": args.print_frequency, "--tensorboard-log-frequency": args.tensorboard_log_frequency,
+                "--max-nonfinite-steps": args.max_nonfinite_steps}
+    for flag, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    if args.workers < 0 or args.valid_frequency < 0:
+        raise ValueError("--workers and --valid-frequency must be >= 0.")
+    if len(args.norm_mean) != 3 or len(args.norm_std) != 3:
+        raise ValueError("--norm-mean and --norm-std take three values (R G B).")
+    if args.flow_loss_exclude_large and args.max_disparity is None:
+        raise ValueError("--flow-loss-exclude-large needs --max-disparity (the threshold).")
+    if args.resume_schedule and args.resume_path is None:
+        raise ValueError("--resume-schedule needs --resume-path (the checkpoint to continue).")
+    if not 0 < args.gamma <= 1:
+        raise ValueError(f"--gamma must be in (0, 1], got {args.gamma}.")
+
+
+def restart_checkpoint(args: argparse.Namespace) -> Path | None:
+    """After a torchrun (TORCHELASTIC_RESTART_COUNT) or SLURM (SLURM_RESTART_COUNT) restart: the latest checkpoint."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) + int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    latest = Path(args.checkpoint_dir) / f"{args.name}.pth"
+    return latest if restarts > 0 and latest.is_file() else None
+
+
+def load_resume(args: argparse.Namespace) -> dict | None:
+    """Read --resume-path and check that it belongs to --model and, with --resume-schedule, to this run."""
+    if args.resume_path is None:
+        return None
+    ckpt = load_checkpoint(args.resume_path)
+    _, model_name = model_state_from_checkpoint(ckpt)
+    if model_name is not None and model_name != args.model:
+        raise ValueError(
+            f"--resume-path {args.resume_path} holds a {model_name} model, but --model is {args.model}; "
+            f"pass --model {model_name} or another checkpoint."
+        )
+    if args.resume_schedule:
+        missing = [k for k in ("optimizer", "scheduler", "step", "args") if k not in ckpt]
+        if missing:
+            raise ValueError(
+                f"--resume-schedule needs a training checkpoint, but {args.resume_path} lacks {missing}; "
+                "drop --resume-schedule to start a new schedule from its weights."
+            )
+        changed = [f"--{k.replace('_', '-')} {ckpt['args'].get(k)} -> {getattr(args, k)}"
+                   for k in DATA_FLAGS if ckpt["args"].get(k) != plain_args({k: getattr(args, k)})[k]]
+        if changed:
+            raise ValueError(
+                f"Cannot continue {args.resume_path} exactly: {', '.join(changed)}. Use the original flags, or drop "
+                "--resume-schedule to start a new schedule from its weights."
+            )
+    return ckpt
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: str, model_name: str) -> None:
+    """Load a state dict strictly; the positional-encoding buffer may be absent (it is deterministic)."""
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("positional_encodings.pe")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{source} does not fit --model {model_name}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:3]}; pick the matching --model."
+        )
+
+
+def make_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def freeze_batch_norm(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+@dataclass
+class Run:
+    """Everything `train` needs, built and checked by `setup` before any training work."""
+
+    args: argparse.Namespace
+    dist: object
+    mixture: object
+    model: torch.nn.Module  # what the step calls (DDP and/or compiled)
+    core: torch.nn.Module  # the plain model: state dicts, validation
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    autocast_dtype: torch.dtype | None
+    val_loaders: dict
+    start_step: int
+    writer: object = None
+    losses: list = field(default_factory=list)
+    validations: dict = field(default_factory=dict)
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Check every input and build the run; raises ValueError/FileNotFoundError with the fix."""
+    from data.registry import make_dataset
+    from models import get_model
+    from presets import StereoMatchingEvalPreset
+
+    check_args(args)
+    restart = restart_checkpoint(args)
+    if restart is not None:
+        args.resume_path, args.resume_schedule = str(restart), True
+    try:
+        dist = init_distributed(args.device)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    latest = Path(args.checkpoint_dir) / f"{args.name}.pth"
+    if latest.exists() and not args.resume_schedule:
+        raise ValueError(
+            f"{latest} exists from an earlier run; continue it with --resume-path {latest} --resume-schedule, "
+            "pick another --name, or move the old checkpoints away."
+        )
+    ckpt = load_resume(args)
+
+    mixture = make_training_mixture(args, dist.world_size)
+    check_lr_schedule(
+        total_steps=mixture.total_steps, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+        decay_after_steps=args.decay_after_steps, warmup_method=args.lr_warmup_method,
+        decay_method=args.lr_decay_method,
+    )
+    start_step = 0
+    if args.resume_schedule:
+        start_step = int(ckpt["step"])
+        if start_step >= mixture.total_steps:
+            raise ValueError(f"{args.resume_path} already finished its {mixture.total_steps} steps.")
+
+    val_loaders = {}
+    if args.valid_frequency > 0:
+        preset = StereoMatchingEvalPreset(
+            resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std,
+            interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
+        )
+        for name in args.test_datasets:
+            dataset = make_dataset(name, args.dataset_root, transforms=preset, for_eval=True)
+            val_loaders[name] = make_eval_loader(dataset, args.eval_batch_size, min(args.workers, 2),
+                                                 pin_memory=dist.device.type == "cuda")
+
+    torch.manual_seed(args.seed)
+    core = get_model(args.model, weights=args.weights, activation_checkpointing=args.activation_checkpointing)
+    divisor = getattr(core, "size_divisor", 1)
+    if any(s % divisor for s in args.crop_size):
+        raise ValueError(f"--crop-size {args.crop_size} must be multiples of {divisor} for {args.model}.")
+    if ckpt is not None:
+        state, _ = model_state_from_checkpoint(ckpt)
+        load_weights(core, state, f"--resume-path {args.resume_path}", args.model)
+    core.to(dist.device)
+
+    optimizer = make_optimizer(args, [p for p in core.parameters() if p.requires_grad])
+    scheduler = make_lr_schedule(
+        optimizer, lr=args.lr, total_steps=mixture.total_steps, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+        decay_after_steps=args.decay_after_steps, warmup_method=args.lr_warmup_method,
+        warmup_factor=args.lr_warmup_factor, decay_method=args.lr_decay_method,
+    )
+    autocast_dtype = getattr(torch, args.mixed_precision) if args.mixed_precision else None
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=autocast_dtype == torch.float16)
+    if args.resume_schedule:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") is not None and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("rng") is not None:
+            set_rng_state(ckpt["rng"])
+
+    model = core
+    if dist.distributed:
+        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    if args.compile:
+        model = torch.compile(model)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    writer = None
+    if args.tensorboard_summaries and is_main_process():
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(Path(args.checkpoint_dir) / "tensorboard" / args.name)
+    return Run(args, dist, mixture, model, core, optimizer, scheduler, scaler, autocast_dtype, val_loaders,
+               start_step, writer)
+
+
+def save(run: Run, step: int) -> Path | None:
+    """Rank 0 writes `{name}_{step}.pth` and `{name}.pth` atomically; returns the latter."""
+    if not is_main_process():
+        return None
+    args = run.args
+    obj = {
+        "model": run.core.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "step": step,
+        "args": plain_args(args),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "rng": rng_state(),
+        "data_position": {
+            "samples": step * run.mixture.samples_per_step,
+            "samples_per_step": run.mixture.samples_per_step,
+            "seed": args.seed,
+        },
+    }
+    folder = Path(args.checkpoint_dir)
+    save_checkpoint(obj, folder / f"{args.name}_{step}.pth")
+    save_checkpoint(obj, folder / f"{args.name}.pth")
+    return folder / f"{args.name}.pth"
+
+
+def validate(run: Run, step: int) -> None:
+    """Run the evaluation loop on every --test-datasets loader; print and log on rank 0."""
+    args = run.args
+    for name, loader in run.val_loaders.items():
+        results = evaluate(
+            run.core, loader, cascades=[1], iterations=[args.recurrent_updates], device=run.dist.device,
+            metrics=args.metrics, padder_type=args.padder_type, autocast_dtype=run.autocast_dtype,
+            progress=False, desc=f"{name} validation",
+        )
+        values = results[(1, args.recurrent_updates)]["reference"]
+        run.validations.setdefault(name, {})[step] = values
+        if is_main_process():
+            text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+            print(f"[{step}/{run.mixture.total_steps}] validation {name} ({args.recurrent_updates} iterations): {text}",
+                  flush=True)
+            if run.writer is not None:
+                for k, v in values.items():
+                    run.writer.add_scalar(f"valid/{name}/{k}", v, step)
+    if args.freeze_batch_norm:
+        freeze_batch_norm(run.core)
+
+
+def train(run: Run) -> Run:
+    """The training loop from `run.start_step` to the end of the mixture."""
+    args, device, mixture = run.args, run.dist.device, run.mixture
+    loader = DataLoader(
+        mixture, batch_size=args.batch_size, sampler=MixtureSampler(mixture, run.dist.rank, run.start_step),
+        num_workers=args.workers, collate_fn=stereo_collate, pin_memory=device.type == "cuda",
+    )
+    run.model.train()
+    if args.freeze_batch_norm:
+        freeze_batch_norm(run.core)
+    logger = TrainingLogger(mixture.total_steps, mixture.samples_per_step, device, args.print_frequency,
+                            run.writer, run.start_step)
+    if is_main_process():
+        counts = ", ".join(f"{k} {v}" for k, v in mixture.per_dataset_counts().items())
+        print(f"Training {args.model} for {mixture.total_steps} steps from step {run.start_step}, "
+              f"{mixture.samples_per_step} samples per step ({counts})", flush=True)
+    if run.start_step == 0 and run.val_loaders:
+        validate(run, 0)
+    loss_options = dict(
+        gamma=args.gamma, average=args.loss_average, flow_loss_weight=args.flow_loss_weight,
+        max_disparity=args.max_disparity if args.flow_loss_exclude_large else None,
+        consistency_weight=args.consistency_weight, consistency_resize_factor=args.consistency_resize_factor,
+        psnr_weight=args.psnr_weight, smoothness_weight=args.smoothness_weight,
+        photometric_weight=args.photometric_weight, photometric_ssim_weight=args.photometric_ssim_weight,
+        photometric_max_displacement_ratio=args.photometric_max_displacement_ratio,
+        norm_mean=args.norm_mean, norm_std=args.norm_std,
+    )
+    params = [p for p in run.core.parameters() if p.requires_grad]
+    max_norm = args.clip_grad_norm if args.clip_grad_norm > 0 else math.inf
+    fp16 = run.scaler.is_enabled()
+    consecutive_bad = 0
+    batches = iter(loader)
+    for step in range(run.start_step + 1, mixture.total_steps + 1):
+        tic = time.perf_counter()
+        left, right, disp, valid = next(batches)
+        data_time = time.perf_counter() - tic
+        left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
+        valid = valid.to(device, non_blocking=True)
+        lr = run.optimizer.param_groups[0]["lr"]
+
+        with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+            predictions = run.model(left, right, flow_init=None, num_iters=args.recurrent_updates)
+        loss, terms = training_loss(predictions, left, right, disp, valid, **loss_options)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        bad = ~torch.isfinite(loss.detach())
+        if not fp16:  # with float16 the scaler itself skips steps whose gradients overflow
+            bad = bad | ~torch.isfinite(grad_norm)
+        bad = bool(all_reduce_sum(bad.float().reshape(1)).item() > 0)
+        if bad:
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.update()
+            consecutive_bad += 1
+        else:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            consecutive_bad = 0
+            run.losses.append(loss.item())
+        run.scheduler.step()
+
+        logger.update(terms, predictions[-1], disp, valid, None if bad else grad_norm, data_time, bad)
+        if logger.should_log(step):
+            logger.log(step, lr)
+        if run.writer is not None and step % args.tensorboard_log_frequency == 0:
+            write_training_images(run.writer, step, left, right, disp, valid, predictions, args.norm_mean, args.norm_std)
+        if consecutive_bad >= args.max_nonfinite_steps:
+            path = save(run, step)
+            raise SystemExit(
+                f"train.py: stopped at step {step}: {consecutive_bad} steps in a row had a non-finite loss or "
+                f"gradient (weights unchanged since step {step - consecutive_bad}). Checkpoint: {path}. Lower --lr, "
+                "set --clip-grad-norm, or use --mixed-precision bfloat16 instead of float16, then continue with "
+                f"--resume-path {path} --resume-schedule."
+            )
+        if step % args.save_frequency == 0 or step == mixture.total_steps:
+            save(run, step)
+        if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
+            validate(run, step)
+            run.model.train()
+            if args.freeze_batch_norm:
+                freeze_batch_norm(run.core)
+    if run.writer is not None:
+        run.writer.close()
+    return run
+
+
+def main(args: argparse.Namespace) -> Run:
+    try:
+        run = setup(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"train.py: error: {e}") from None
+    return train(run)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
+    sys.exit(0)
