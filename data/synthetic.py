@@ -77,6 +77,16 @@ def _inside(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return u * u + v * v <= radius * radius
 
 
+def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through index_select, which is several times faster than advanced indexing."""
+    return table.index_select(0, ids.view(-1)).view(ids.shape)
+
+
+def _channels_first(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(H * W, 3)`` pixels to a contiguous ``(3, H, W)`` image."""
+    return pixels.view(height, width, 3).permute(2, 0, 1).contiguous()
+
+
 def _texture(g: torch.Generator, out: torch.Tensor) -> None:
     """Fill ``out`` ``(3, height, width)`` with a float texture in [0, 255].
 
@@ -210,7 +220,8 @@ class SyntheticStereo(Dataset):
             _texture(g, atlas[:, offset:offset + area].view(3, -1, stride))
             origins.append(offset - layer.y0 * stride - layer.x0)
             offset += area
-        origins, strides = torch.tensor(origins), torch.tensor(strides)
+        origins, strides = torch.tensor(origins, dtype=torch.int32), torch.tensor(strides, dtype=torch.int32)
+        texels = atlas.round_().t().to(torch.uint8, memory_format=torch.contiguous_format)  # (texel, RGB)
 
         ys = torch.arange(height, dtype=torch.float32)[:, None]
         columns = torch.arange(width, dtype=torch.float32)[None, :]
@@ -218,8 +229,8 @@ class SyntheticStereo(Dataset):
         disp_left = background.d0 + background.b * (columns - background.cx) + background.c * (ys - background.cy)
         x_left = (columns + background.d0 - background.b * background.cx + background.c * (ys - background.cy))
         disp_right = x_left.div_(1 - background.b).sub_(columns)
-        ids_left = torch.zeros((height, width), dtype=torch.long)
-        ids_right = torch.zeros((height, width), dtype=torch.long)
+        ids_left = torch.zeros((height, width), dtype=torch.int32)
+        ids_right = torch.zeros((height, width), dtype=torch.int32)
         for i, layer in enumerate(layers[1:], start=1):
             rows = slice(layer.y0, layer.y1 + 1)
             y = ys[rows]
@@ -245,23 +256,22 @@ class SyntheticStereo(Dataset):
             disp_right[rows, cols] = torch.where(closer, d, disp_right[rows, cols])
             ids_right[rows, cols] = torch.where(closer, i, ids_right[rows, cols])
 
-        xs = torch.arange(width)[None, :]
-        yi = torch.arange(height)[:, None]
-        texel = origins[ids_left] + yi * strides[ids_left] + xs
-        left = atlas.index_select(1, texel.view(-1)).view(3, height, width)
+        xs = torch.arange(width, dtype=torch.int32)[None, :]
+        yi = torch.arange(height, dtype=torch.int32)[:, None]
+        texel = _lookup(origins, ids_left) + yi * _lookup(strides, ids_left) + xs
+        left = texels.index_select(0, texel.view(-1))
 
         xl = xs + disp_right
         floor = xl.floor()
-        weight = (xl - floor).view(-1)
-        texel = (origins[ids_right] + yi * strides[ids_right] + floor.long()).view(-1)
-        right = torch.lerp(atlas.index_select(1, texel), atlas.index_select(1, texel + 1), weight)
-        right = right.view(3, height, width)
+        weight = (xl - floor).view(-1, 1)
+        texel = (_lookup(origins, ids_right) + yi * _lookup(strides, ids_right) + floor.int()).view(-1)
+        right = texels.index_select(0, texel).float().lerp_(texels.index_select(0, texel + 1).float(), weight)
 
         occluded_left = self._occluded(xs - disp_left, ids_left, ids_right)
         occluded_right = self._occluded(xl, ids_right, ids_left)
         full = torch.ones((height, width), dtype=torch.bool)
         return SyntheticScene(
-            images=(left.round().to(torch.uint8), right.round().to(torch.uint8)),
+            images=(_channels_first(left, height, width), _channels_first(right.round_().byte(), height, width)),
             disparities=(disp_left[None].contiguous(), disp_right[None].contiguous()),
             masks=(full, full.clone()),
             occlusions=(occluded_left, occluded_right),
