@@ -72,7 +72,7 @@ def test_right_image_is_left_warped_by_right_disparity(scenes):
         error = (warped - right.float()).abs().amax(0)
         visible = ~occluded_right
         assert visible.float().mean() > 0.6
-        assert error[visible].max() <= 1.0 + 1e-4  # only uint8 rounding of both views
+        assert error[visible].max() <= 0.5 + 1e-4  # only the uint8 rounding of the right view
         assert error[occluded_right].mean() > 5  # hidden pixels really show something else
 
 
