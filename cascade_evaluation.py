@@ -87,6 +87,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'")
     if min(args.n_cascades) < 1 or min(args.n_iterations) < 1:
         parser.error("--n-cascades and --n-iterations take integers of at least 1")
+    args.n_cascades, args.n_iterations = list(dict.fromkeys(args.n_cascades)), list(dict.fromkeys(args.n_iterations))
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if len(args.norm_mean) != 3 or len(args.norm_std) != 3:
@@ -118,18 +119,19 @@ def format_log(dataset: str, eval_size: list[int] | None, results: dict, cascade
     return "\n".join(lines) + "\n"
 
 
-def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.nn.Module:
+def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+    """The model and its name (a training checkpoint names its own model; otherwise ``--model``)."""
     from models import get_model
 
     try:
         if args.weights is not None:
-            return get_model(args.model, weights=args.weights)
+            return get_model(args.model, weights=args.weights), args.model
         from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
 
         state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
         model = get_model(name or args.model)
         model.load_state_dict(state)
-        return model
+        return model, name or args.model
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         parser.error(f"cannot build the model: {e}")
 
@@ -184,7 +186,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     except RuntimeError as e:
         parser.error(str(e))
     dataset = make_dataset_for_eval(parser, args)
-    model = load_model(parser, args).to(state.device)
+    model, model_name = load_model(parser, args)
+    model.to(state.device)
     if args.padder_type == "none" and args.eval_size is not None:
         divisor = size_divisor(model, max(args.n_cascades))
         if any(s % divisor for s in args.eval_size):
@@ -222,7 +225,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             "dataset": args.dataset,
             "eval_size": size,
             "source": args.checkpoint or args.weights,
-            "model": args.model,
+            "model": model_name,
             "num_samples": len(dataset),
             "batch_size": args.batch_size,
             "padder_type": args.padder_type,

@@ -199,6 +199,7 @@ def test_end_to_end_log_json_and_figures_agree(tmp_path, two_synthetic_samples, 
     (dataset, size), logged = parse_log(stem.with_suffix(".log").read_text())
     record = json.loads(stem.with_suffix(".json").read_text())
     assert (dataset, size) == ("synthetic-val", "[64, 64]") and record["num_samples"] == 2
+    assert record["model"] == "crestereo_base" and record["source"] == str(tmp_path / "run.pth")
     assert [(r["cascades"], r["iterations"]) for r in record["results"]] == [(1, 2), (2, 2)]
     for r in record["results"]:
         expected = {m: round(v, 3) for m, v in r["reference"].items()}
