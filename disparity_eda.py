@@ -1,13 +1,15 @@
 """Disparity distribution of the random crops a training run will see, before spending compute on it.
 
-Samples random crops through the real training preset (``presets.StereoMatchingTrainPreset``) at the given
-``--crop-size`` / ``--scale-range`` for each dataset, and, with ``--dataset-steps``, for the training mixture
-drawn position by position exactly as ``train.py`` draws it (``data.mixture.TrainingMixture``, same seeding).
+Takes train.py's dataset and augmentation flags (``data.mixture.add_mixture_arguments``: paste the training
+command's ``--train-datasets``, ``--dataset-steps``, ``--crop-size``, ``--scale-range``, ...). Samples random
+crops through the real training preset of each dataset (``data.mixture.make_train_transform``) and, for two or
+more datasets, through the training mixture, drawn position by position exactly as ``train.py`` draws it
+(``data.mixture.TrainingMixture``, same seed and per-position augmentation seeding).
 Reports per dataset and for the mixture: disparity histogram and percentiles, share of valid pixels, share of
 valid disparities beyond ``--threshold``, image sizes and aspect ratios before cropping, and the effective
 scale applied. Writes a PNG (one panel per dataset, shared axes) and a JSON file, and prints a table.
 
-    python disparity_eda.py --train-datasets synthetic --crop-size 384 512 --scale-range 0.6 1.0
+    python disparity_eda.py --train-datasets synthetic synthetic-val --dataset-steps 88 12 --crop-size 256 320
 """
 
 import argparse
@@ -28,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import transforms as T  # noqa: E402
-from data.mixture import TrainingMixture, sample_seed  # noqa: E402
-from data.registry import dataset_spec, make_dataset  # noqa: E402
-from presets import StereoMatchingTrainPreset  # noqa: E402
+from data.mixture import TrainingMixture, add_mixture_arguments, check_crop_fits, make_train_transform  # noqa: E402
+from data.mixture import sample_seed  # noqa: E402
+from data.registry import make_dataset  # noqa: E402
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99, 99.9)
 BIN_WIDTH = 0.125  # px; percentiles read from the histogram are exact to this width
@@ -195,6 +197,7 @@ def analyse(
     num_samples: int,
     seed: int = 0,
     dataset_steps: Sequence[int] | None = None,
+    steps_is_epochs: bool = False,
     batch_size: int = 2,
     world_size: int = 1,
     workers: int = 0,
@@ -217,7 +220,8 @@ def analyse(
     if dataset_steps is not None:
         names = list(datasets)
         mixture = TrainingMixture(
-            list(datasets.values()), dataset_steps, batch_size, world_size, seed=seed, names=names
+            list(datasets.values()), dataset_steps, batch_size, world_size, steps_is_epochs=steps_is_epochs,
+            seed=seed, names=names,
         )
         for position in range(min(num_samples, len(mixture))):
             d, index = mixture.source(position)
@@ -294,47 +298,16 @@ def format_table(results: dict[str, CropStatistics], threshold: float) -> str:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Disparity distribution of training crops", add_help=add_help,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--train-datasets", nargs="+", default=["synthetic"], help="registry names")
-    parser.add_argument("--dataset-root", default=None, help="root of the real datasets (not needed for synthetic)")
-    parser.add_argument("--dataset-steps", type=int, nargs="+", default=None,
-                        help="also analyse the training mixture with these steps per dataset (as in train.py)")
-    parser.add_argument("--batch-size", type=int, default=2, help="per-GPU batch size of the run (mixture order)")
-    parser.add_argument("--world-size", type=int, default=1, help="number of GPUs of the run (mixture order)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the run (mixture order and augmentation)")
+    """train.py's dataset and augmentation flags (paste the training command's), plus the analysis options."""
+    parser = argparse.ArgumentParser(description="Disparity distribution of training crops", add_help=add_help)
+    add_mixture_arguments(parser)
+    parser.add_argument("--world-size", type=int, default=1, help="number of GPUs of the run (mixture order only)")
     parser.add_argument("--num-samples", type=int, default=200, help="crops per dataset and for the mixture")
     parser.add_argument("--threshold", type=float, default=192.0, help="report the share of disparities >= this")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers reading and cropping samples")
     parser.add_argument("--output-dir", default="eda", help="where the PNG and JSON go")
     parser.add_argument("--name", default="disparity_eda", help="file name stem of the outputs")
-    parser.add_argument("--crop-size", type=int, nargs=2, default=[384, 512])
-    parser.add_argument("--scale-range", type=float, nargs=2, default=[0.6, 1.0])
-    parser.add_argument("--rescale-prob", type=float, default=1.0)
-    parser.add_argument("--scaling-type", choices=T.SCALING_TYPES, default="linear")
-    parser.add_argument("--resize-size", type=int, nargs=2, default=None)
-    parser.add_argument("--max-disparity", type=float, default=None, help="training mask upper bound")
-    parser.add_argument("--flip-prob", type=float, default=0.5)
-    parser.add_argument("--interpolation-strategy", choices=T.INTERPOLATION_TYPES, default="bilinear")
     return parser
-
-
-def make_preset(args: argparse.Namespace, sparse_gt: bool = False) -> StereoMatchingTrainPreset:
-    """The training preset for the flags that change disparities (the others do not affect them)."""
-    return StereoMatchingTrainPreset(
-        crop_size=args.crop_size,
-        resize_size=args.resize_size,
-        rescale_prob=args.rescale_prob,
-        scaling_type=args.scaling_type,
-        scale_range=args.scale_range,
-        scale_interpolation_type=args.interpolation_strategy,
-        spatial_shift_interpolation_type=args.interpolation_strategy,
-        max_disparity=args.max_disparity,
-        horizontal_flip_prob=args.flip_prob,
-        sparse_gt=sparse_gt,
-    )
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -342,16 +315,19 @@ def main(args: argparse.Namespace) -> dict:
     names = args.train_datasets
     if len(set(names)) != len(names):
         raise SystemExit("error: give each --train-datasets name once; weight datasets with --dataset-steps")
-    if args.dataset_steps is not None and len(args.dataset_steps) != len(names):
+    mixture = len(names) > 1
+    if mixture and len(args.dataset_steps) != len(names):
         raise SystemExit(
             f"error: --dataset-steps has {len(args.dataset_steps)} values for {len(names)} --train-datasets; "
             "give one value per dataset"
         )
-    if args.num_samples < 1:
-        raise SystemExit("error: --num-samples must be at least 1")
+    if args.num_samples < 1 or args.world_size < 1:
+        raise SystemExit("error: --num-samples and --world-size must be at least 1")
     try:
-        presets = {name: make_preset(args, sparse_gt=dataset_spec(name).sparse_gt) for name in names}
+        presets = {name: make_train_transform(args, name) for name in names}
         datasets = {name: make_dataset(name, args.dataset_root) for name in names}
+        for name, dataset in datasets.items():
+            check_crop_fits(args, name, dataset)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     output = Path(args.output_dir)
@@ -360,7 +336,8 @@ def main(args: argparse.Namespace) -> dict:
     except OSError as e:
         raise SystemExit(f"error: cannot create --output-dir {output} ({e.strerror})") from None
     results = analyse(
-        datasets, presets, num_samples=args.num_samples, seed=args.seed, dataset_steps=args.dataset_steps,
+        datasets, presets, num_samples=args.num_samples, seed=args.seed,
+        dataset_steps=args.dataset_steps if mixture else None, steps_is_epochs=args.steps_is_epochs,
         batch_size=args.batch_size, world_size=args.world_size, workers=args.workers, progress=True,
     )
     title = (f"crop {args.crop_size[0]}x{args.crop_size[1]}, {args.scaling_type} scale "

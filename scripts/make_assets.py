@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import disparity_eda as eda  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
 from predict import predict_disparity  # noqa: E402
+from presets import StereoMatchingTrainPreset  # noqa: E402
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
 from utils.lr_schedule import lr_at  # noqa: E402
 from utils.visualization import save_disparity_figure  # noqa: E402
@@ -81,7 +82,7 @@ def eda_figures(output: Path, tiny: bool) -> None:
     scenes = {"large scenes": make_dataset("synthetic", None, size=size, max_disparity=size[1] / 4, length=1000)}
     results = {}
     for low, high in ((0.6, 1.0), (0.2, 0.8)):
-        preset = eda.StereoMatchingTrainPreset(crop_size=crop_size, scaling_type="linear", scale_range=(low, high))
+        preset = StereoMatchingTrainPreset(crop_size=crop_size, scaling_type="linear", scale_range=(low, high))
         stats = eda.analyse(scenes, {"large scenes": preset}, num_samples=samples, workers=0 if tiny else 2)
         results[f"scale {low:g}-{high:g}"] = stats["large scenes"]
     eda.plot(results, output / "disparity_scale.png", threshold=192.0,

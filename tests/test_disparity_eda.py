@@ -6,6 +6,7 @@ import torch
 import disparity_eda as eda
 from data.mixture import TrainingMixture
 from data.synthetic import SyntheticStereo
+from presets import StereoMatchingTrainPreset
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,7 @@ def synthetic(low: float, high: float, seed: int = 0) -> SyntheticStereo:
 
 
 def preset(crop=(32, 48), scale=(1.0, 1.0), **kwargs):
-    return eda.StereoMatchingTrainPreset(crop_size=crop, scaling_type="linear", scale_range=scale, **kwargs)
+    return StereoMatchingTrainPreset(crop_size=crop, scaling_type="linear", scale_range=scale, **kwargs)
 
 
 def test_percentiles_match_exact_quantiles_within_a_bin():
@@ -104,7 +105,8 @@ def test_command_line_writes_figure_json_and_table(tmp_path, capsys):
     "argv, message",
     [
         (["--train-datasets", "nope"], "Valid names"),
-        (["--train-datasets", "synthetic", "--dataset-steps", "1", "2"], "one value per dataset"),
+        (["--train-datasets", "synthetic", "synthetic-val", "--dataset-steps", "1"], "one value per dataset"),
+        (["--train-datasets", "synthetic-val", "--crop-size", "384", "512"], "larger than the images"),
         (["--train-datasets", "synthetic", "synthetic"], "once"),
         (["--train-datasets", "sintel", "--dataset-root", "/nonexistent"], "does not exist"),
     ],
@@ -113,3 +115,21 @@ def test_bad_input_gives_one_clear_message(argv, message, tmp_path):
     args = eda.get_args_parser().parse_args(argv + ["--output-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=message):
         eda.main(args)
+
+
+def test_mixture_crops_are_the_crops_train_py_reads():
+    from data.mixture import make_training_mixture
+    from data.registry import make_dataset
+
+    args = eda.get_args_parser().parse_args(
+        ["--train-datasets", "synthetic-val", "synthetic", "--dataset-steps", "5", "5", "--crop-size", "64", "96"]
+    )
+    training = make_training_mixture(args, world_size=1)
+    raw = {name: make_dataset(name, None) for name in args.train_datasets}
+    for position in range(3):
+        d, index = training.source(position)
+        name = args.train_datasets[d]
+        preset = eda.make_train_transform(args, name)
+        crop = eda.draw_sample(raw[name], index, preset, eda.ScaleRecorder(preset), eda.sample_seed(args.seed, position))
+        _, disparities, masks = training[position]
+        assert torch.equal(crop["values"], disparities[0][0][masks[0]])
