@@ -7,6 +7,7 @@ recurrent block's dominant kernel) measured in the same run, so that numbers com
 
     python benchmark.py model --threads 2 --json bench_model.json
     python benchmark.py model --dtype bfloat16 --compile --device cuda --batch 2
+    python benchmark.py data --train-datasets synthetic synthetic-val --dataset-steps 88 12 --crop-size 256 320
 """
 
 import argparse
@@ -161,6 +162,80 @@ def print_row(row: dict) -> None:
     print(line, flush=True)
 
 
+# Data-pipeline mode (maintained with disparity_eda.py): samples/s of each training dataset as train.py reads it.
+
+
+def data_mode(args: argparse.Namespace) -> list[dict]:
+    """Samples per second of each training dataset (read + its train preset) and of the mixture, on the CPU.
+
+    In process: median and spread of ``--samples`` single-sample reads after one warm-up, at ``--threads``.
+    Through a DataLoader (``stereo_collate``, ``--batch-size``) for each ``--workers`` count: samples/s over
+    ``--batches`` batches after the first one (worker start-up excluded). The mixture row reads
+    ``MixtureSampler`` positions, exactly as train.py does on one process.
+    """
+    from torch.utils.data import DataLoader
+
+    from data.collate import stereo_collate
+    from data.mixture import MixtureSampler, make_training_mixture
+
+    if args.samples < 1 or args.batches < 1 or min(args.workers) < 0:
+        raise SystemExit("error: --samples and --batches must be at least 1 and --workers at least 0")
+    try:
+        mixture = make_training_mixture(args, world_size=1)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    generator = torch.Generator().manual_seed(args.seed)
+    cpu = torch.device("cpu")
+    rows = []
+    sources = [(name, dataset, None) for name, dataset in zip(mixture.names, mixture.datasets)]
+    if len(sources) > 1:
+        sources.append(("mixture", mixture, MixtureSampler(mixture)))
+    for name, dataset, sampler in sources:
+        if sampler is None:
+            indices = torch.randint(len(dataset), (args.samples + 1,), generator=generator).tolist()
+            positions = iter(indices)
+            result = measure(lambda: dataset[next(positions)], cpu, args.samples)
+            rows.append({"mode": "data", "dataset": name, "workers": "in process", "threads": torch.get_num_threads(),
+                         **result, "samples_per_s": 1.0 / result["median_s"]})
+            print_data_row(rows[-1])
+        needed = (args.batches + 1) * args.batch_size
+        for workers in args.workers:
+            order = sampler if sampler is not None else torch.randint(len(dataset), (needed,), generator=generator).tolist()
+            loader = DataLoader(dataset, batch_size=args.batch_size, sampler=order, num_workers=workers,
+                                collate_fn=stereo_collate, drop_last=True)
+            batches = iter(loader)
+            next(batches)
+            start = time.perf_counter()
+            count = sum(len(batch[0]) for _, batch in zip(range(args.batches), batches))
+            elapsed = time.perf_counter() - start
+            del batches
+            rows.append({"mode": "data", "dataset": name, "workers": workers, "batch_size": args.batch_size,
+                         "batches": args.batches, "seconds": elapsed, "samples_per_s": count / elapsed})
+            print_data_row(rows[-1])
+    return rows
+
+
+def print_data_row(row: dict) -> None:
+    where = row["workers"] if isinstance(row["workers"], str) else f"{row['workers']} workers"
+    line = f"{row['dataset']:<24} {where:<12} {row['samples_per_s']:8.2f} samples/s"
+    if "median_s" in row:
+        line += f"  ({1000 * row['median_s']:.1f} ms [{1000 * row['min_s']:.1f}-{1000 * row['max_s']:.1f}] per sample, " \
+                f"{row['threads']} thread(s))"
+    print(line, flush=True)
+
+
+def add_data_parser(modes) -> None:
+    from data.mixture import add_mixture_arguments
+
+    data = modes.add_parser("data", help="data pipeline: samples/s per training dataset and for the mixture")
+    add_mixture_arguments(data)
+    data.add_argument("--samples", type=int, default=20, help="timed single-sample reads per dataset")
+    data.add_argument("--batches", type=int, default=10, help="timed DataLoader batches per dataset and worker count")
+    data.add_argument("--workers", type=int, nargs="+", default=[4], help="DataLoader worker counts to time")
+    data.add_argument("--threads", type=int, default=1, help="CPU threads of the in-process reads (1 = per core)")
+    data.add_argument("--json", default=None, help="write the results to this JSON file")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Stereo toolkit benchmarks")
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -176,6 +251,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     model.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     model.add_argument("--json", default=None, help="write the results to this JSON file")
+    add_data_parser(modes)
     return parser
 
 
@@ -184,6 +260,8 @@ def main(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.mode == "model":
         rows = model_mode(args)
+    if args.mode == "data":
+        rows = data_mode(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mode": args.mode, "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, f, indent=1)

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+import torch
+
+import benchmark
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv):
+    args = benchmark.get_args_parser().parse_args(argv)
+    benchmark.main(args)
+    return json.loads(open(args.json).read())
+
+
+def test_data_mode_times_every_dataset_and_the_mixture(tmp_path, capsys):
+    report = run(["data", "--train-datasets", "synthetic-val", "synthetic", "--dataset-steps", "3", "1",
+                  "--crop-size", "64", "96", "--batch-size", "2", "--samples", "2", "--batches", "2",
+                  "--workers", "0", "2", "--json", str(tmp_path / "data.json")])
+    rows = report["results"]
+    assert report["mode"] == "data"
+    assert [(r["dataset"], r["workers"]) for r in rows] == [
+        ("synthetic-val", "in process"), ("synthetic-val", 0), ("synthetic-val", 2),
+        ("synthetic", "in process"), ("synthetic", 0), ("synthetic", 2), ("mixture", 0), ("mixture", 2),
+    ]
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    in_process = rows[0]
+    assert in_process["min_s"] <= in_process["median_s"] <= in_process["max_s"]
+    assert in_process["samples_per_s"] == pytest.approx(1 / in_process["median_s"])
+    assert "samples/s" in capsys.readouterr().out
+
+
+def test_data_mode_rejects_bad_flags_before_reading(tmp_path):
+    with pytest.raises(SystemExit, match="one value per dataset"):
+        run(["data", "--train-datasets", "synthetic", "synthetic-val", "--json", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="at least 1"):
+        run(["data", "--train-datasets", "synthetic", "--samples", "0", "--json", str(tmp_path / "x.json")])
+
+
+def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
+    report = run(["model", "--tasks", "eval", "--size", "32", "32", "--iters", "2", "--runs", "1", "--device", "cpu",
+                  "--json", str(tmp_path / "model.json")])
+    (row,) = report["results"]
+    assert row["task"] == "eval" and row["size"] == [32, 32] and row["median_s"] > 0 and row["gflop"] > 0
