@@ -170,9 +170,10 @@ def make_dataset(
         return spec.builder(root, transforms, **options)
     if root is None:
         raise ValueError(f"Dataset {name!r} needs --dataset-root (the folder that contains {spec.directory}/)")
-    expected = Path(root) / spec.directory
+    root = Path(root).expanduser()
+    expected = root / spec.directory
     where = f"Expected layout under {expected}/: {spec.layout}"
-    if not Path(root).is_dir():
+    if not root.is_dir():
         raise FileNotFoundError(f"Dataset root {root} does not exist or is not a directory. {where}")
     if not expected.is_dir():
         raise FileNotFoundError(f"Dataset {name!r}: directory {expected} not found. {where}")

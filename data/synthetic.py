@@ -281,9 +281,9 @@ class SyntheticStereo(Dataset):
     def _occluded(x_other: torch.Tensor, ids: torch.Tensor, ids_other: torch.Tensor) -> torch.Tensor:
         """Pixels whose point, at column ``x_other`` of the other view, is out of frame or hidden there."""
         width = ids.shape[1]
-        floor = x_other.floor().long()
-        inside = (floor >= 0) & (floor + 1 < width)
-        first = ids_other.gather(1, floor.clamp(0, width - 1))
-        second = ids_other.gather(1, (floor + 1).clamp(0, width - 1))
-        return ~(inside & (first == ids) & (second == ids))
-
+        floor = x_other.floor()
+        inside = (floor >= 0) & (floor < width - 1)
+        first = floor.clamp_(0, width - 2).long()
+        hidden = ids_other.gather(1, first) != ids
+        hidden |= ids_other.gather(1, first + 1) != ids
+        return hidden | ~inside
