@@ -192,3 +192,18 @@ def test_init_distributed_reads_the_environment(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="--device cpu"):
             init_distributed("cuda")
+
+
+def test_figures_with_and_without_ground_truth(tmp_path):
+    from torchvision.io import read_image
+
+    from utils.visualization import denormalize, save_disparity_figure
+
+    left = torch.rand(3, 32, 48) * 2 - 1
+    assert torch.allclose(denormalize(left), (left + 1) / 2)
+    disp = torch.rand(1, 32, 48) * 10
+    save_disparity_figure(tmp_path / "gt.png", denormalize(left), denormalize(left), disp + 1, disp, disp[0] > 2, "t")
+    save_disparity_figure(tmp_path / "sub" / "pred.png", denormalize(left), denormalize(left), disp)
+    with_gt, without = read_image(str(tmp_path / "gt.png")), read_image(str(tmp_path / "sub" / "pred.png"))
+    assert with_gt.shape[-1] == without.shape[-1] == 1200  # three 4-inch columns at 100 dpi
+    assert with_gt.shape[-2] > 1.8 * without.shape[-2]  # two rows of panels against one

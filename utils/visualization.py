@@ -73,13 +73,14 @@ def save_disparity_figure(
         panels.append(("prediction", pred_np, {"cmap": "magma"}))
         rows, cols = 1, 3
     height, width = pred_np.shape
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 4, rows * 4 * height / width + (0.4 if title else 0)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 4, rows * (4 * height / width + 0.4) + (0.4 if title else 0)))
     for ax, (name, data, style) in zip(axes.flat, panels):
         im = ax.imshow(data, **style)
         ax.set_title(name, fontsize=9)
-        ax.axis("off")
-        if name in ("prediction", "|error| px (valid)"):
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_xticks([]), ax.set_yticks([])
+        # every panel gets a colour bar slot so that all panels have the same size; only scalar maps show it
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.set_visible(name in ("ground truth (valid)", "prediction", "|error| px (valid)"))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
