@@ -185,6 +185,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         state = init_distributed(args.device)
     except RuntimeError as e:
         parser.error(str(e))
+    output_dir = Path(args.output_dir)
+    try:  # fail now rather than after hours of evaluation
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"cannot create --output-dir {output_dir}: {e}")
     dataset = make_dataset_for_eval(parser, args)
     model, model_name = load_model(parser, args)
     model.to(state.device)
@@ -197,7 +202,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             )
 
     name = run_name(args)
-    output_dir = Path(args.output_dir)
     loader = make_eval_loader(dataset, args.batch_size, args.workers, pin_memory=state.device.type == "cuda")
     autocast_dtype = None
     if args.mixed_precision:
@@ -213,7 +217,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"evaluation stopped: {e}")
 
     if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
         size = args.eval_size if args.eval_size is not None else "native"
         for (c, i), values in results.items():
             summary = ", ".join(f"{m} {v:.4f}" for m, v in values["reference"].items())
