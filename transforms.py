@@ -302,17 +302,36 @@ def nearest_resize(mask: Tensor, size: Sequence[int]) -> Tensor:
     return mask.index_select(-2, index_y).index_select(-1, index_x)
 
 
+def resize_window(
+    img: Tensor,
+    size: Sequence[int],
+    offset: Sequence[int],
+    window: Sequence[int],
+    mode: InterpolationMode = InterpolationMode.BILINEAR,
+    valid: Optional[Tensor] = None,
+) -> Tensor:
+    """Window ``offset + [0, window)`` of ``img`` resized to ``size`` without antialias, as float32.
+
+    Equal to ``F.resize(img.float(), size, antialias=False)`` then cropping. When the input is much larger
+    than the window only the needed pixels are read (``resample``); otherwise torch's vectorised kernel
+    resizes the whole input, which is then faster. Pixels where ``valid`` is False count as 0.
+    """
+    (height, width), (out_h, out_w), (y0, x0), (win_h, win_w) = img.shape[-2:], size, offset, window
+    if height * width > 4 * win_h * win_w:
+        rows = resample_taps(height, win_h, out_h / height, y0, mode)
+        cols = resample_taps(width, win_w, out_w / width, x0, mode)
+        return resample(img, rows, cols, valid)
+    src = img.float() if valid is None else torch.where(valid, img.float(), 0.0)
+    return _resize_image(src, (out_h, out_w), mode, antialias=False)[..., y0 : y0 + win_h, x0 : x0 + win_w].contiguous()
+
+
 def bilinear_resize(img: Tensor, size: Sequence[int], valid: Optional[Tensor] = None) -> Tensor:
     """Float bilinear resize of ``(..., H, W)``, equal to ``F.resize(img.float(), size, antialias=False)``.
 
-    It reads only the source rows the output uses, so shrinking a large uint8 image costs a fraction of
-    converting it. Pixels where ``valid`` is False count as 0.
+    Shrinking a large uint8 image reads only the source pixels used, a fraction of converting it.
+    Pixels where ``valid`` is False count as 0.
     """
-    (height, width), (out_h, out_w) = img.shape[-2:], size
-    mode = InterpolationMode.BILINEAR
-    rows = resample_taps(height, out_h, out_h / height, 0, mode)
-    cols = resample_taps(width, out_w, out_w / width, 0, mode)
-    return resample(img, rows, cols, valid)
+    return resize_window(img, size, (0, 0), size, InterpolationMode.BILINEAR, valid)
 
 
 def scatter_sparse_disparity(
@@ -399,20 +418,18 @@ class RandomRescaleAndCrop(nn.Module):
         y0, x0 = _randint(0, new_h - ch), _randint(0, new_w - cw)
         sy, sx = new_h / height, new_w / width
 
-        rows, cols = resample_taps(height, ch, sy, y0, mode), resample_taps(width, cw, sx, x0, mode)
-        images = tuple(_like(resample(img, rows, cols), img) for img in images)
-        bilinear = InterpolationMode.BILINEAR
-        rows, cols = resample_taps(height, ch, sy, y0, bilinear), resample_taps(width, cw, sx, x0, bilinear)
+        full, offset, window = (new_h, new_w), (y0, x0), (ch, cw)
+        images = tuple(_like(resize_window(img, full, offset, window, mode), img) for img in images)
         out_d, out_m = [], []
         for disp, mask in zip(disparities, masks):
             if disp is not None and mask is None:
                 mask = torch.isfinite(disp[0]) & (disp[0] > 0)
             if disp is not None and self.sparse_gt:
-                d, mask = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), (new_h, new_w), (y0, x0), (ch, cw))
+                d, mask = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), full, offset, window)
             else:
-                d = None if disp is None else resample(disp, rows, cols, valid=mask).mul_(sx)
+                d = None if disp is None else resize_window(disp, full, offset, window, valid=mask).mul_(sx)
                 if mask is not None:
-                    mask = resample(mask[None], rows, cols)[0] > 1.0 - 1e-4
+                    mask = resize_window(mask[None], full, offset, window)[0] > 1.0 - 1e-4
             out_d.append(d)
             out_m.append(mask)
         return images, tuple(out_d), tuple(out_m)

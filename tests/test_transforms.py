@@ -76,14 +76,16 @@ def test_resize_keeps_geometry_and_scales_disparity(size):
     torch.testing.assert_close(disps[0], expected, atol=1e-4, rtol=0)
 
 
+# A 40x56 window is small enough for the gather path of ``resize_window``, 48x64 takes the full-resize path.
+@pytest.mark.parametrize("crop", [(48, 64), (40, 56)])
 @pytest.mark.parametrize("scaling_type, scale_range", [("linear", (0.6, 1.0)), ("exponential", (-0.2, 0.5))])
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
-def test_rescale_and_crop_keeps_geometry(scaling_type, scale_range, interpolation):
-    transform = T.RandomRescaleAndCrop((48, 64), scale_range, 1.0, scaling_type, interpolation)
-    for seed in range(6):
+def test_rescale_and_crop_keeps_geometry(scaling_type, scale_range, interpolation, crop):
+    transform = T.RandomRescaleAndCrop(crop, scale_range, 1.0, scaling_type, interpolation)
+    for seed in range(3):
         torch.manual_seed(seed)
         images, disps, masks = transform(*stereo_pair())
-        assert images[0].shape == (3, 48, 64) and disps[1].shape == (1, 48, 64) and masks[1].shape == (48, 64)
+        assert images[0].shape == (3, *crop) and disps[1].shape == (1, *crop) and masks[1].shape == crop
         assert warp_error(images, disps, masks) < 0.02
         # The right view's disparity is consistent too: warp the swapped pair.
         mirrored = tuple(t.flip(-1) for t in images[::-1])
@@ -263,7 +265,7 @@ def _identical_pair(dtype=torch.uint8):
     return (img, img.clone()), (disp, disp.clone()), (mask, mask.clone())
 
 
-DRAWS = 300
+DRAWS = 200
 
 
 def _fires(transform, sample, fired) -> float:
@@ -305,8 +307,8 @@ def test_random_transforms_fire_at_their_rate(name):
     sample = _ramp_sample(*SMALL) if name == "rescale" else _identical_pair()
     assert _fires(make(0.0), sample, fired) == 0.0
     assert _fires(make(1.0), sample, fired) == 1.0
-    # 300 draws at p = 0.3: standard deviation 0.026, tolerance 3.5 of them.
-    assert abs(_fires(make(0.3), sample, fired) - 0.3) < 0.09
+    # 200 draws at p = 0.3: standard deviation 0.032, tolerance 3 of them.
+    assert abs(_fires(make(0.3), sample, fired) - 0.3) < 0.1
 
 
 def test_erase_count_and_masks():
@@ -392,3 +394,19 @@ def test_nearest_resize_matches_torchvision():
         for size in [(384, 512), (2 * height, 2 * width), (height, width), (7, 9), (height + 1, width - 1)]:
             expected = F.resize(mask[None], list(size), interpolation=F.InterpolationMode.NEAREST)[0]
             assert torch.equal(T.nearest_resize(mask, size), expected)
+
+
+@pytest.mark.parametrize("mode", [F.InterpolationMode.BILINEAR, F.InterpolationMode.BICUBIC])
+def test_window_gather_equals_resize_then_crop(mode):
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)
+    disp = torch.rand(1, 50, 70, generator=g) * 10
+    valid = torch.rand(50, 70, generator=g) > 0.3
+    for size, offset, window in [((41, 57), (3, 5), (12, 16)), ((90, 120), (70, 96), (20, 24))]:
+        rows = T.resample_taps(50, window[0], size[0] / 50, offset[0], mode)
+        cols = T.resample_taps(70, window[1], size[1] / 70, offset[1], mode)
+        crop = (..., slice(offset[0], offset[0] + window[0]), slice(offset[1], offset[1] + window[1]))
+        expected = F.resize(img.float(), list(size), interpolation=mode, antialias=False)[crop]
+        torch.testing.assert_close(T.resample(img, rows, cols), expected, atol=2e-3, rtol=0)
+        expected = F.resize(torch.where(valid, disp, 0), list(size), interpolation=mode, antialias=False)[crop]
+        torch.testing.assert_close(T.resample(disp, rows, cols, valid), expected, atol=1e-4, rtol=0)
