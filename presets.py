@@ -134,10 +134,16 @@ class StereoMatchingEvalPreset(nn.Module):
 def eval_preset_from_weights(weights: Any, **overrides: Any) -> StereoMatchingEvalPreset:
     """The eval preset that published weights were evaluated with.
 
-    Reads the keyword arguments of ``StereoMatchingEvalPreset`` from ``weights.meta["eval_preset"]`` when the
-    weights carry them, otherwise uses the published protocol (384x512, mean = std = 0.5); ``overrides``
-    win (e.g. ``resize_size=None`` for native resolution).
+    Reads ``weights.meta["eval_preset"]`` (as ``models/weights.py`` writes it: ``resize_size``, ``mean``,
+    ``std``, ``interpolation``, ``antialias``) when present, otherwise uses the published protocol (384x512,
+    mean = std = 0.5); ``overrides`` win (e.g. ``resize_size=None`` for native resolution).
     """
     meta = getattr(weights, "meta", None) or {}
-    kwargs = {**dict(meta.get("eval_preset", {})), **overrides}
+    kwargs = dict(meta.get("eval_preset", {}))
+    if kwargs.pop("antialias", False):
+        raise ValueError("The eval preset resizes without antialias; these weights ask for antialias=True")
+    interpolation = kwargs.pop("interpolation", None)
+    if interpolation is not None:
+        kwargs["interpolation_type"] = getattr(interpolation, "value", interpolation)  # InterpolationMode or str
+    kwargs.update(overrides)
     return StereoMatchingEvalPreset(**kwargs)

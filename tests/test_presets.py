@@ -71,7 +71,9 @@ def test_eval_preset_grayscale():
 
 def test_eval_preset_from_weights_meta():
     images, disps, masks = _decoded_like_sample()
-    weights = SimpleNamespace(meta={"eval_preset": {"resize_size": (64, 96)}})
+    weights = SimpleNamespace(meta={"eval_preset": {
+        "resize_size": (64, 96), "interpolation": "bilinear", "antialias": False, "mean": (0.5,) * 3, "std": (0.5,) * 3,
+    }})
     assert eval_preset_from_weights(weights)(images, disps, masks)[0][0].shape == (3, 64, 96)
     assert eval_preset_from_weights(SimpleNamespace(meta={}))(images, disps, masks)[0][0].shape == (3, 384, 512)
     native = eval_preset_from_weights(weights, resize_size=None)(images, disps, masks)
