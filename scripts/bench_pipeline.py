@@ -1,8 +1,9 @@
-"""Throughput of the data pipeline per CPU core: decode alone, decode + train preset, decode + eval presets.
+"""Throughput of the data pipeline per CPU core: decoding, then the train or eval preset on the decoded sample.
 
 Writes a Middlebury-sized (1988x2964) and a SceneFlow-sized (540x960) sample as PNG images and PFM
 disparities (left and right, Middlebury with invalid pixels), decodes them with ``data.io`` as the datasets
-do, and times each pipeline (median over ``--runs`` after one warm-up) with one thread.
+do, and times decoding and each preset in the same iterations (medians over ``--runs`` after one warm-up)
+with one thread. "x decode" is (decode + preset) / decode.
 
     .venv/bin/python scripts/bench_pipeline.py [--runs 7] [--threads 1] [--reference-order]
 
@@ -78,17 +79,20 @@ def reference_order_preset(crop_size) -> T.Compose:
     )
 
 
-def time_pipeline(folder: Path, transform, runs: int) -> float:
-    """Median seconds per sample of decode followed by ``transform`` (None: decode only)."""
-    times = []
+def time_pipeline(folder: Path, transform, runs: int) -> tuple[float, float]:
+    """Median seconds per sample of decoding and of ``transform`` on the decoded sample, timed in the same
+    iterations so that load on the machine affects both alike."""
+    decode_times, transform_times = [], []
     for i in range(runs + 1):
         torch.manual_seed(i)
         start = time.perf_counter()
         sample = decode(folder)
-        if transform is not None:
-            transform(*sample)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        middle = time.perf_counter()
+        transform(*sample)
+        end = time.perf_counter()
+        decode_times.append(middle - start)
+        transform_times.append(end - middle)
+    return statistics.median(decode_times[1:]), statistics.median(transform_times[1:])
 
 
 def main() -> None:
@@ -112,19 +116,21 @@ def main() -> None:
         pipelines["train, reference order"] = reference_order_preset(crop)
 
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.runs} runs\n")
-    print("| sample | pipeline | s/sample | samples/s | x decode | decode share |")
-    print("|---|---|---|---|---|---|")
+    print("| sample | pipeline | decode s | transform s | samples/s | x decode | decode share |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, (height, width) in SIZES.items():
             folder = Path(tmp) / name
             folder.mkdir()
             write_sample(folder, height, width, with_invalid=name == "middlebury")
-            base = time_pipeline(folder, None, args.runs)
             label = f"{name} {height}x{width}"
-            print(f"| {label} | decode only | {base:.3f} | {1 / base:.2f} | 1.00 | 100% |")
             for pname, transform in pipelines.items():
-                t = time_pipeline(folder, transform, args.runs)
-                print(f"| {label} | {pname} | {t:.3f} | {1 / t:.2f} | {t / base:.2f} | {100 * base / t:.0f}% |")
+                dec, tr = time_pipeline(folder, transform, args.runs)
+                total = dec + tr
+                print(
+                    f"| {label} | {pname} | {dec:.3f} | {tr:.3f} | {1 / total:.2f} | {total / dec:.2f} "
+                    f"| {100 * dec / total:.0f}% |"
+                )
 
 
 if __name__ == "__main__":
