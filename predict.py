@@ -229,15 +229,19 @@ def write_png16(path: Path, disparity: np.ndarray) -> None:
 
 
 def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: str = "disparity [px]") -> None:
-    """The map with a colour bar; darker = smaller disparity = farther."""
+    """The map at its own resolution (small maps enlarged to 300 px high) with a colour bar on the right.
+
+    Darker = smaller disparity = farther; the scale runs from 0 to ``vmax`` (default: the 99th percentile).
+    """
     height, width = disparity.shape
-    top = vmax if vmax is not None else float(np.percentile(disparity, 99)) if disparity.size else 1.0
-    dpi = 100
-    fig = plt.figure(figsize=(width / dpi + 1.2, height / dpi + 0.2), dpi=dpi)
-    ax = fig.add_axes((0.0, 0.0, width / (width + 120), 1.0))
+    top = vmax if vmax is not None else float(np.percentile(disparity, 99))
+    zoom, margin, dpi = max(1.0, 300 / height), 110, 100
+    shown_w, shown_h = width * zoom, height * zoom
+    fig = plt.figure(figsize=((shown_w + margin) / dpi, shown_h / dpi), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, shown_w / (shown_w + margin), 1.0))
     image = ax.imshow(disparity, cmap="magma", vmin=0.0, vmax=max(top, 1e-6), interpolation="nearest")
     ax.set_axis_off()
-    bar_ax = fig.add_axes((width / (width + 120) + 0.01, 0.05, 20 / (width + 120), 0.9))
+    bar_ax = fig.add_axes(((shown_w + 12) / (shown_w + margin), 0.05, 18 / (shown_w + margin), 0.9))
     fig.colorbar(image, cax=bar_ax, label=label)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
