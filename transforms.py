@@ -103,7 +103,7 @@ class ConvertToGrayscale(nn.Module):
 
 
 class Normalize(nn.Module):
-    """``(img - mean) / std`` per channel; uint8 images are first scaled to [0, 1] (one fused pass)."""
+    """``(img - mean) / std`` per channel; uint8 images are scaled to [0, 1] in the same step."""
 
     def __init__(self, mean: Union[float, Sequence[float]] = 0.5, std: Union[float, Sequence[float]] = 0.5) -> None:
         super().__init__()
@@ -118,7 +118,8 @@ class Normalize(nn.Module):
         # uint8 is scaled to [0, 1] on the way, as ConvertImageDtype then Normalize would do.
         std = torch.tensor(self.std, dtype=torch.float32, device=img.device).view(-1, 1, 1)
         mean = torch.tensor(self.mean, dtype=torch.float32, device=img.device).view(-1, 1, 1)
-        return img.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
+        img = img.to(torch.float32, memory_format=torch.contiguous_format)  # decoded images are channels-last
+        return img.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
     def forward(self, images, disparities, masks) -> Sample:
         return tuple(self._normalize(img) for img in images), disparities, masks
