@@ -52,35 +52,37 @@ def peak_memory_gb(device: torch.device) -> float:
     return kb * 1024 / 1e9
 
 
-def measure(fn: Callable[[], object], device: torch.device, runs: int) -> dict:
-    """Median and spread of `runs` timed calls after one warm-up, with the peak memory of the timed calls."""
-    fn()
+def measure(fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None) -> dict:
+    """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
+    memory of the timed calls."""
+    (warm_up or fn)()
     synchronize(device)
     reset_peak_memory(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_memory_gb": peak_memory_gb(device)}
+        cpu_times.append(time.process_time() - cpu_start)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "cpu_median_s": statistics.median(cpu_times),
+        "peak_memory_gb": peak_memory_gb(device),
+    }
 
 
-def count_gflop(fn: Callable[[], object]) -> float:
-    """Convolution and matrix-product work of one call (FlopCounterMode), in GFLOP."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
-def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> float:
-    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape."""
+def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[float, float]:
+    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape,
+    per second of wall-clock time and per second of process CPU time."""
     x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
     w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
     gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
     with torch.no_grad():
         result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
-    return gflop / result["median_s"]
+    return gflop / result["median_s"], gflop / result["cpu_median_s"]
 
 
 def model_mode(args: argparse.Namespace) -> list[dict]:
@@ -91,7 +93,6 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
     h, w = args.size
     left, right = (torch.rand(2, args.batch, 3, h, w, device=device) * 2 - 1).unbind(0)
     disparity = torch.rand(args.batch, 1, h, w, device=device) * 32
-    peak = conv_peak(device, dtype, args.runs)
     rows = []
     for task in args.tasks:
         for checkpointing in ([False, True] if task == "train" else [False]):
@@ -112,8 +113,22 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                         predictions = forward(left, right, num_iters=args.iters)
                     sequence_loss(predictions, disparity, None, average="all").backward()
 
-            gflop = count_gflop(lambda: model_call(model, task, left, right, disparity, args.iters))
-            result = measure(call, device, args.runs)
+            # The warm-up call counts the work (convolutions and matrix products); a compiled model is counted
+            # uncompiled, in float32, since the counter does not see inside compiled graphs.
+            counter = FlopCounterMode(display=False)
+
+            def warm_up():
+                if not args.compile:
+                    with counter:
+                        call()
+                    return
+                with counter:
+                    model_call(model, task, left, right, disparity, args.iters)
+                call()
+
+            peak, cpu_peak = conv_peak(device, dtype, args.runs)  # next to each task: the machine may be shared
+            result = measure(call, device, args.runs, warm_up)
+            gflop = counter.get_total_flops() / 1e9
             row = {
                 "task": task,
                 "checkpointing": checkpointing,
@@ -128,12 +143,19 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 "gflop": gflop,
                 "gflop_per_s": gflop / result["median_s"],
                 "conv_peak_gflop_per_s": peak,
+                "fraction_of_peak": gflop / result["median_s"] / peak,
             }
-            row["fraction_of_peak"] = row["gflop_per_s"] / peak
+            if device.type == "cpu":
+                # CPU time is robust to other processes on a shared machine (with one thread: no spinning).
+                row["cpu_gflop_per_s"] = gflop / result["cpu_median_s"]
+                row["cpu_conv_peak_gflop_per_s"] = cpu_peak
+                row["cpu_fraction_of_peak"] = row["cpu_gflop_per_s"] / cpu_peak
             if device.type == "cpu" and args.batch == 1 and (h, w) == (384, 512) and args.iters == 10:
                 ref = REFERENCE[task]
                 row["reference_s_here"] = ref["gflop"] / (ref["efficiency"] * peak)
                 row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
+                row["cpu_reference_s_here"] = ref["gflop"] / (ref["efficiency"] * cpu_peak)
+                row["cpu_speedup_vs_reference"] = row["cpu_reference_s_here"] / result["cpu_median_s"]
             rows.append(row)
             print_row(row)
     return rows
@@ -159,6 +181,11 @@ def print_row(row: dict) -> None:
     )
     if "speedup_vs_reference" in row:
         line += f"  reference here {row['reference_s_here']:.2f} s -> {row['speedup_vs_reference']:.2f}x"
+    if "cpu_fraction_of_peak" in row:
+        line += f"\n{'':<30}cpu time {row['cpu_median_s']:7.3f} s  {row['cpu_gflop_per_s']:6.1f} GFLOP/s  peak "
+        line += f"{row['cpu_conv_peak_gflop_per_s']:6.1f} ({100 * row['cpu_fraction_of_peak']:3.0f} %)"
+    if "cpu_speedup_vs_reference" in row:
+        line += f"  reference here {row['cpu_reference_s_here']:.2f} s -> {row['cpu_speedup_vs_reference']:.2f}x"
     print(line, flush=True)
 
 
