@@ -107,3 +107,13 @@ def test_occluded_pixels_are_hidden_by_nearer_surfaces(scenes):
 def test_bad_options_are_rejected(options):
     with pytest.raises(ValueError):
         SyntheticStereo(**{"size": SIZE, "max_disparity": 24.0, **options})
+
+
+def test_generation_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        SyntheticStereo(size=(32, 48), max_disparity=8, length=1)[0]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
