@@ -322,7 +322,8 @@ def resize_window(
         rows = resample_taps(height, win_h, out_h / height, y0, mode)
         cols = resample_taps(width, win_w, out_w / width, x0, mode)
         return resample(img, rows, cols, valid)
-    src = img.float() if valid is None else torch.where(valid, img.float(), 0.0)
+    src = img.to(torch.float32, memory_format=torch.contiguous_format)  # decoded images are channels-last
+    src = src if valid is None else torch.where(valid, src, 0.0)
     return _resize_image(src, (out_h, out_w), mode, antialias=False)[..., y0 : y0 + win_h, x0 : x0 + win_w].contiguous()
 
 
