@@ -429,8 +429,12 @@ class RandomRescaleAndCrop(nn.Module):
             if disp is not None and self.sparse_gt:
                 d, mask = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), full, offset, window)
             else:
-                d = None if disp is None else resize_window(disp, full, offset, window, valid=mask).mul_(sx)
-                if mask is not None:
+                all_valid = mask is not None and bool(mask.all())  # e.g. SceneFlow: skip the validity work
+                valid = None if all_valid else mask
+                d = None if disp is None else resize_window(disp, full, offset, window, valid=valid).mul_(sx)
+                if all_valid:
+                    mask = torch.ones(window, dtype=torch.bool, device=mask.device)
+                elif mask is not None:
                     mask = resize_window(mask[None], full, offset, window)[0] > 1.0 - 1e-4
             out_d.append(d)
             out_m.append(mask)
