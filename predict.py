@@ -168,7 +168,8 @@ def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modul
             model.load_state_dict(state)
         else:
             model = get_model(args.model, weights=args.weights)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        # OSError covers a missing file and a failed download (no network: pass a local .pth instead).
         raise SystemExit(f"error: cannot load the model: {e}") from None
     return model.to(device).eval()
 
