@@ -46,6 +46,7 @@ class CropStatistics:
 
     counts: torch.Tensor = field(default_factory=lambda: torch.zeros(int(HISTOGRAM_RANGE / BIN_WIDTH), dtype=torch.int64))
     overflow: int = 0
+    value_sum: float = 0.0
     valid_pixels: int = 0
     total_pixels: int = 0
     samples: int = 0
@@ -61,6 +62,7 @@ class CropStatistics:
         inside = values < HISTOGRAM_RANGE
         self.counts += torch.bincount((values[inside] / BIN_WIDTH).long(), minlength=len(self.counts))
         self.overflow += int((~inside).sum())
+        self.value_sum += float(values.sum())
         self.valid_pixels += values.numel()
         self.total_pixels += pixels
         self.samples += 1
@@ -91,6 +93,7 @@ class CropStatistics:
         return (int(self.counts[first:].sum()) + self.overflow) / self.valid_pixels
 
     def summary(self, threshold: float) -> dict:
+        """Every statistic as plain data (the JSON entry of this dataset)."""
         aspects = sorted(w / h for (h, w) in self.sizes.elements())
         scales = torch.tensor(self.scales, dtype=torch.float64)
         return {
@@ -117,10 +120,8 @@ class CropStatistics:
         return int(nonzero[-1]) + 1 if len(nonzero) else 0
 
     def mean(self) -> float:
-        if self.valid_pixels == 0:
-            return math.nan
-        centres = (torch.arange(len(self.counts), dtype=torch.float64) + 0.5) * BIN_WIDTH
-        return float((self.counts * centres).sum() + self.overflow * HISTOGRAM_RANGE) / self.valid_pixels
+        """Mean disparity of the valid pixels (exact, not read from the histogram)."""
+        return self.value_sum / self.valid_pixels if self.valid_pixels else math.nan
 
 
 class ScaleRecorder:
@@ -135,7 +136,7 @@ class ScaleRecorder:
         self.rescale = next(m for m in preset.modules() if isinstance(m, T.RandomRescaleAndCrop))
         draw = self.rescale._draw_scale
         self.drawn: float | None = None
-        self.input_width: int | None = None
+        self.input_size: tuple[int, int] | None = None
 
         def recording_draw() -> float:
             self.drawn = draw()
