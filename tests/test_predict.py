@@ -169,3 +169,12 @@ def test_missing_inputs_weights_and_unwritable_output(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit, match="cannot write to --output-dir"):
         run(["--left", str(left), "--right", str(left), "--weights", "w", "--output-dir", str(blocker / "o")],
             monkeypatch, WidthModel())
+
+
+def test_cascades_pad_to_the_larger_multiple_and_run_coarse_to_fine(tmp_path, monkeypatch):
+    model = WidthModel()
+    left, right = write_image(tmp_path / "l.png", 37, 53), write_image(tmp_path / "r.png", 37, 53, seed=1)
+    code = run(["--left", str(left), "--right", str(right), "--weights", "w", "--output-dir", str(tmp_path / "o"),
+                "--formats", "npy", "--n-cascades", "2", "--n-iterations", "2"], monkeypatch, model)
+    assert code == 0 and model.inputs == [(1, 3, 32, 32), (1, 3, 64, 64)]
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "l.npy"), 0.1 * 64 + 2, rtol=1e-6)
