@@ -11,6 +11,7 @@ recurrent block's dominant kernel) measured in the same run, so that numbers com
 """
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -39,6 +40,8 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
+        # Hand freed heap memory back first, so that an earlier task's freed memory does not count.
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak resident set size (VmHWM)
             f.write("5")
 

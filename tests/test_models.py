@@ -5,6 +5,7 @@ STEREO_REFERENCE_DIR); the reproduction tests are skipped when they are absent.
 """
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -199,3 +200,17 @@ def test_bfloat16_autocast_stays_close_to_float32(model):
     scale = max(e.abs().max().item() for e in ref["predictions"])
     # Measured: 0.027 px on predictions reaching 1.13 px (bfloat16 keeps 8 bits of mantissa).
     assert 0 < deviation < 0.05 * scale
+
+
+def test_benchmark_model_mode_writes_its_figures(tmp_path):
+    import benchmark
+
+    out = tmp_path / "bench.json"
+    args = benchmark.get_args_parser().parse_args(
+        ["model", "--size", "64", "64", "--iters", "2", "--runs", "1", "--tasks", "eval", "--json", str(out)]
+    )
+    benchmark.main(args)
+    row = json.loads(out.read_text())["results"][0]
+    assert row["task"] == "eval" and row["size"] == [64, 64]
+    assert row["gflop"] > 1 and row["median_s"] > 0 and row["conv_peak_gflop_per_s"] > 0
+    assert row["peak_memory_gb"] > 0.1
