@@ -13,7 +13,8 @@ by SLURM) resumes from its latest checkpoint by itself.
 import argparse
 import math
 import os
-import sys
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from data.collate import stereo_collate
 from data.mixture import MixtureSampler, add_mixture_arguments, make_training_mixture
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint, plain_args, rng_state, save_checkpoint
 from utils.checkpoint import set_rng_state
-from utils.distributed import all_reduce_sum, init_distributed, is_main_process
+from utils.distributed import all_reduce_sum, cleanup, init_distributed, is_main_process
 from utils.evaluation import evaluate, make_eval_loader
 from utils.logger import TrainingLogger, write_training_images
 from utils.losses import LOSS_AVERAGES, training_loss
@@ -85,7 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", default=6000, type=int)
     parser.add_argument("--decay-after-steps", default=180000, type=int, help="step where the decay starts")
     parser.add_argument("--lr-warmup-method", default="linear", choices=WARMUP_METHODS)
-    parser.add_argument("--lr-warmup-factor", default=0.02, type=float, help="warmup start (linear) or level (constant)")
+    parser.add_argument("--lr-warmup-factor", default=0.02, type=float,
+                        help="warmup start (linear) or level (constant), times --lr")
     parser.add_argument("--lr-decay-method", default="linear", choices=DECAY_METHODS)
     parser.add_argument("--mixed-precision", nargs="?", const="float16", default=None,
                         choices=["float16", "bfloat16"], help="autocast dtype (alone: float16 with a grad scaler)")
@@ -128,13 +130,10 @@ def check_args(args: argparse.Namespace) -> None:
             args.eval_size = []
         if len(args.eval_size) != 2 or min(args.eval_size) < 1:
             raise ValueError("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'.")
-    positive = {"--batch-size": args.batch_size, "--eval-batch-size": args.eval_batch_size,
-                "--recurrent-updates": args.recurrent_updates, "--save-frequency": args.save_frequency,
-                "--print-frequency": args.print_frequency, "--tensorboard-log-frequency": args.tensorboard_log_frequency,
-                "--max-nonfinite-steps": args.max_nonfinite_steps}
-    for flag, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    for flag in ("batch_size", "eval_batch_size", "recurrent_updates", "save_frequency", "print_frequency",
+                 "tensorboard_log_frequency", "max_nonfinite_steps"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
     if args.workers < 0 or args.valid_frequency < 0:
         raise ValueError("--workers and --valid-frequency must be >= 0.")
     if len(args.norm_mean) != 3 or len(args.norm_std) != 3:
@@ -206,6 +205,32 @@ def freeze_batch_norm(model: torch.nn.Module) -> None:
             module.eval()
 
 
+class StopRequest:
+    """Remembers SIGTERM/SIGINT (preemption) so the loop can save after the current step instead of dying."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGINT to the main process, which saves before stopping."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @dataclass
 class Run:
     """Everything `train` needs, built and checked by `setup` before any training work."""
@@ -261,6 +286,12 @@ def setup(args: argparse.Namespace) -> Run:
         start_step = int(ckpt["step"])
         if start_step >= mixture.total_steps:
             raise ValueError(f"{args.resume_path} already finished its {mixture.total_steps} steps.")
+        saved = (ckpt.get("data_position") or {}).get("samples_per_step", mixture.samples_per_step)
+        if saved != mixture.samples_per_step:
+            raise ValueError(
+                f"{args.resume_path} was trained with {saved} samples per step (processes x --batch-size), this "
+                f"run has {mixture.samples_per_step}; resume on as many processes, or drop --resume-schedule."
+            )
 
     val_loaders = {}
     if args.valid_frequency > 0:
@@ -370,6 +401,7 @@ def train(run: Run) -> Run:
     loader = DataLoader(
         mixture, batch_size=args.batch_size, sampler=MixtureSampler(mixture, run.dist.rank, run.start_step),
         num_workers=args.workers, collate_fn=stereo_collate, pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,
     )
     run.model.train()
     if args.freeze_batch_norm:
@@ -395,61 +427,69 @@ def train(run: Run) -> Run:
     max_norm = args.clip_grad_norm if args.clip_grad_norm > 0 else math.inf
     fp16 = run.scaler.is_enabled()
     consecutive_bad = 0
+    stop = StopRequest()
     batches = iter(loader)
-    for step in range(run.start_step + 1, mixture.total_steps + 1):
-        tic = time.perf_counter()
-        left, right, disp, valid = next(batches)
-        data_time = time.perf_counter() - tic
-        left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
-        valid = valid.to(device, non_blocking=True)
-        lr = run.optimizer.param_groups[0]["lr"]
+    try:
+        for step in range(run.start_step + 1, mixture.total_steps + 1):
+            tic = time.perf_counter()
+            left, right, disp, valid = next(batches)
+            data_time = time.perf_counter() - tic
+            left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
+            valid = valid.to(device, non_blocking=True)
+            lr = run.optimizer.param_groups[0]["lr"]
 
-        with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
-            predictions = run.model(left, right, flow_init=None, num_iters=args.recurrent_updates)
-        loss, terms = training_loss(predictions, left, right, disp, valid, **loss_options)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.unscale_(run.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        bad = ~torch.isfinite(loss.detach())
-        if not fp16:  # with float16 the scaler itself skips steps whose gradients overflow
-            bad = bad | ~torch.isfinite(grad_norm)
-        bad = bool(all_reduce_sum(bad.float().reshape(1)).item() > 0)
-        if bad:
+            with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+                predictions = run.model(left, right, flow_init=None, num_iters=args.recurrent_updates)
+            loss, terms = training_loss(predictions, left, right, disp, valid, **loss_options)
             run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.update()
-            consecutive_bad += 1
-        else:
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            consecutive_bad = 0
-            run.losses.append(loss.item())
-        run.scheduler.step()
+            run.scaler.scale(loss).backward()
+            run.scaler.unscale_(run.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            bad = ~torch.isfinite(loss.detach())
+            if not fp16:  # with float16 the scaler itself skips steps whose gradients overflow
+                bad = bad | ~torch.isfinite(grad_norm)
+            flags = torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
+            bad, preempted = (all_reduce_sum(flags) > 0).tolist()  # every rank takes the same decisions
+            if bad:
+                run.optimizer.zero_grad(set_to_none=True)
+                run.scaler.update()
+                consecutive_bad += 1
+            else:
+                run.scaler.step(run.optimizer)
+                run.scaler.update()
+                consecutive_bad = 0
+                run.losses.append(loss.item())
+            run.scheduler.step()
 
-        logger.update(terms, predictions[-1], disp, valid, None if bad else grad_norm, data_time, bad)
-        if logger.should_log(step):
-            logger.log(step, lr)
-        if run.writer is not None and step % args.tensorboard_log_frequency == 0:
-            write_training_images(run.writer, step, left, right, disp, valid, predictions, args.norm_mean, args.norm_std)
-        if consecutive_bad >= args.max_nonfinite_steps:
-            path = save(run, step)
-            raise SystemExit(
-                f"train.py: stopped at step {step}: {consecutive_bad} steps in a row had a non-finite loss or "
-                f"gradient (weights unchanged since step {step - consecutive_bad}). Checkpoint: {path}. Lower --lr, "
-                "set --clip-grad-norm, or use --mixed-precision bfloat16 instead of float16, then continue with "
-                f"--resume-path {path} --resume-schedule."
-            )
-        if step % args.save_frequency == 0 or step == mixture.total_steps:
-            save(run, step)
-        if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
-            validate(run, step)
-            run.model.train()
-            if args.freeze_batch_norm:
-                freeze_batch_norm(run.core)
-    if run.writer is not None:
-        run.writer.close()
+            logger.update(terms, predictions[-1], disp, valid, None if bad else grad_norm, data_time, bad)
+            if logger.should_log(step):
+                logger.log(step, lr)
+            if run.writer is not None and step % args.tensorboard_log_frequency == 0:
+                write_training_images(run.writer, step, left, right, disp, valid, predictions, args.norm_mean,
+                                      args.norm_std)
+            if consecutive_bad >= args.max_nonfinite_steps:
+                path = save(run, step)
+                raise SystemExit(
+                    f"train.py: stopped at step {step}: {consecutive_bad} steps in a row had a non-finite loss or "
+                    f"gradient (weights unchanged since step {step - consecutive_bad}). Checkpoint: {path}. Lower "
+                    "--lr, set --clip-grad-norm, or use --mixed-precision bfloat16 instead of float16, then continue "
+                    f"with --resume-path {path} --resume-schedule."
+                )
+            if preempted:
+                path = save(run, step)
+                raise SystemExit(
+                    f"train.py: stopped by a signal after step {step}; checkpoint {path}. Continue with --resume-path "
+                    f"{path} --resume-schedule (torchrun and SLURM restarts do it by themselves)."
+                )
+            if step % args.save_frequency == 0 or step == mixture.total_steps:
+                save(run, step)
+            if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
+                validate(run, step)
+    finally:
+        stop.restore()
+        if run.writer is not None:
+            run.writer.close()
     return run
-
 
 def main(args: argparse.Namespace) -> Run:
     try:
@@ -461,4 +501,4 @@ def main(args: argparse.Namespace) -> Run:
 
 if __name__ == "__main__":
     main(get_args_parser().parse_args())
-    sys.exit(0)
+    cleanup()

@@ -1,0 +1,124 @@
+"""train.py end to end on tiny synthetic runs (64x96 crops, 2 refinement iterations, a few steps)."""
+
+import shutil
+
+import pytest
+import torch
+
+import train
+from utils.checkpoint import save_checkpoint
+
+TINY = [
+    "--device", "cpu", "--train-datasets", "synthetic", "--dataset-steps", "3", "--batch-size", "2",
+    "--crop-size", "64", "96", "--recurrent-updates", "2", "--workers", "0", "--lr", "4e-4",
+    "--warmup-steps", "1", "--decay-after-steps", "2", "--lr-decay-method", "cosine", "--min-lr", "1e-5",
+    "--save-frequency", "2", "--valid-frequency", "0", "--print-frequency", "2", "--threads", "2",
+]
+
+
+def parse(tmp_path, *extra):
+    return train.get_args_parser().parse_args(TINY + ["--checkpoint-dir", str(tmp_path), *extra])
+
+
+def _same_weights(path_a, path_b) -> bool:
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (path_a, path_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    full = train.main(parse(tmp_path, "--name", "full"))
+    assert len(full.losses) == 3 and all(torch.isfinite(torch.tensor(full.losses)))
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["full.pth", "full_2.pth", "full_3.pth"]
+    ckpt = torch.load(tmp_path / "full_2.pth", weights_only=True)  # plain data only
+    assert ckpt["step"] == 2 and ckpt["args"]["model"] == "crestereo_base" and ckpt["args"]["crop_size"] == [64, 96]
+    assert ckpt["data_position"] == {"samples": 4, "samples_per_step": 2, "seed": 42}
+
+    # --resume-schedule continues exactly: same loss at step 3, same final weights
+    resumed = train.main(parse(tmp_path, "--name", "resumed", "--resume-path", str(tmp_path / "full_2.pth"),
+                               "--resume-schedule"))
+    assert resumed.start_step == 2 and resumed.losses == full.losses[2:]
+    assert _same_weights(tmp_path / "full.pth", tmp_path / "resumed.pth")
+    assert torch.load(tmp_path / "resumed.pth", weights_only=True)["scheduler"]["last_epoch"] == 3
+
+    # a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) picks up {name}.pth by itself
+    elastic = tmp_path / "elastic"
+    elastic.mkdir()
+    shutil.copy(tmp_path / "full_2.pth", elastic / "full.pth")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    restarted = train.main(parse(elastic, "--name", "full"))
+    assert restarted.start_step == 2 and restarted.losses == full.losses[2:]
+    assert _same_weights(tmp_path / "full.pth", elastic / "full.pth")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT")
+
+    # --resume-path alone: those weights, a new schedule from step 0 (sample 0 again, other loss)
+    fresh = train.main(parse(tmp_path, "--name", "fresh", "--dataset-steps", "1", "--warmup-steps", "0",
+                             "--decay-after-steps", "0", "--resume-path", str(tmp_path / "full.pth")))
+    assert fresh.start_step == 0 and len(fresh.losses) == 1 and fresh.losses[0] != full.losses[0]
+
+
+def test_loss_decreases_on_synthetic_scenes(tmp_path):
+    # three passes over the same 24 synthetic-val scenes (resized, no augmentation): the mean loss per pass falls
+    run = train.main(parse(
+        tmp_path, "--name", "learn", "--train-datasets", "synthetic-val", "--steps-is-epochs", "--dataset-steps", "3",
+        "--batch-size", "4", "--resize-size", "64", "96", "--scale-range", "1", "1", "--flip-prob", "0",
+        "--spatial-shift-prob", "0", "--occlusion-prob", "0", "--asymmetric-jitter-prob", "0", "--warmup-steps", "0",
+        "--decay-after-steps", "0", "--min-lr", "4e-4", "--clip-grad-norm", "1", "--save-frequency", "100",
+    ))
+    assert run.mixture.total_steps == 18 and len(run.losses) == 18
+    epochs = [sum(run.losses[i:i + 6]) / 6 for i in (0, 6, 12)]
+    assert epochs[2] < epochs[1] < epochs[0] and epochs[2] < 0.85 * epochs[0], epochs
+
+
+def bad(tmp_path, *extra) -> str:
+    with pytest.raises(SystemExit) as info:
+        train.main(parse(tmp_path, *extra))
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--train-datasets", "nonsense"], "Unknown dataset 'nonsense'"),
+        (["--test-datasets", "kitti2015-test", "--valid-frequency", "1"], "has no ground truth"),
+        (["--train-datasets", "synthetic", "synthetic-val"], "--dataset-steps has 1 values for 2"),
+        (["--crop-size", "512", "512"], "is larger than the images of synthetic"),
+        (["--crop-size", "72", "96"], "must be multiples of 16"),
+        (["--warmup-steps", "3", "--decay-after-steps", "2"], "longer than --decay-after-steps"),
+        (["--resume-schedule"], "needs --resume-path"),
+        (["--flow-loss-exclude-large"], "needs --max-disparity"),
+    ],
+)
+def test_bad_flags(tmp_path, extra, message):
+    assert message in bad(tmp_path, *extra)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu(tmp_path):
+    assert "no CUDA device is available" in bad(tmp_path, "--device", "cuda")
+
+
+def test_bad_resume_files(tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert "truncated, corrupt" in bad(tmp_path, "--resume-path", str(corrupt))
+    other = tmp_path / "other.pth"
+    save_checkpoint({"model": {"w": torch.zeros(1)}, "args": {"model": "raft_stereo"}}, other)
+    assert "holds a raft_stereo model" in bad(tmp_path, "--resume-path", str(other))
+    raw = tmp_path / "raw.pth"
+    save_checkpoint({"w": torch.zeros(1)}, raw)
+    assert "does not fit --model crestereo_base" in bad(tmp_path, "--resume-path", str(raw))
+    assert "Cannot continue" in bad(tmp_path, "--resume-path", str(_finished(tmp_path)), "--resume-schedule",
+                                    "--seed", "3")
+
+
+def _finished(tmp_path):
+    path = tmp_path / "done.pth"
+    save_checkpoint({"model": {}, "optimizer": {}, "scheduler": {}, "step": 4,
+                     "args": {"model": "crestereo_base", "train_datasets": ["synthetic"], "dataset_steps": [3],
+                              "steps_is_epochs": False, "batch_size": 2, "seed": 42}}, path)
+    return path
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    (tmp_path / "crestereo.pth").write_bytes(b"x")
+    assert "exists from an earlier run" in bad(tmp_path)
