@@ -98,14 +98,16 @@ def load_run_model(checkpoint: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def prediction_grid(path: Path, checkpoint: Path, tiny: bool) -> None:
+def prediction_grid(path: Path, checkpoint: Path, tiny: bool, size: tuple[int, int] | None) -> None:
+    """The run's prediction on synthetic-val #0, the model run at ``size`` (default native) and scaled back."""
     model = load_run_model(checkpoint)
     options = {"size": (64, 96), "max_disparity": 24.0, "length": 1} if tiny else {}
     images, disparities, masks = make_dataset("synthetic-val", None, **options)[0]
     iterations = 2 if tiny else 10
-    prediction = predict_disparity(model, images[0], images[1], num_iters=iterations)
+    prediction = predict_disparity(model, images[0], images[1], num_iters=iterations, size=size)
+    at = f", model run at {size[0]}x{size[1]}" if size else ""
     save_disparity_figure(path, images[0], images[1], prediction, disparities[0], masks[0],
-                          title=f"{checkpoint.name} on synthetic-val #0, {iterations} iterations")
+                          title=f"{checkpoint.name} on synthetic-val #0, {iterations} iterations{at}")
 
 
 def read_scalars(log_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
@@ -155,6 +157,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=str(Path(__file__).resolve().parents[1] / "assets"))
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="--checkpoint-dir of the quickstart run")
     parser.add_argument("--run-name", default="crestereo", help="--name of the quickstart run")
+    parser.add_argument("--inference-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="run the model at this size for the prediction grid (e.g. the run's --eval-size)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes and sample counts (seconds; for tests)")
     return parser
 
@@ -173,7 +177,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     lr_figure(output / "lr_schedules.png", points=50 if args.tiny else 1000)
     eda_figures(output, args.tiny)
-    prediction_grid(output / "prediction_grid.png", checkpoint, args.tiny)
+    prediction_grid(output / "prediction_grid.png", checkpoint, args.tiny, args.inference_size)
     training_curves(output / "training_curves.png", log_dir, args.run_name)
     print(f"Wrote the figures to {output}")
 
