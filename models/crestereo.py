@@ -128,10 +128,12 @@ class RecurrentBlock(raft.RecurrentBlock):
             skip = n + self.context_size
             w_zr = torch.cat([gru.convz.weight, gru.convr.weight])
             w_zr = torch.cat([w_zr[:, :n], w_zr[:, skip:]], dim=1)
-            zr = torch.sigmoid(F.conv2d(torch.cat([hidden, motion], dim=1), w_zr, padding=gru.convz.padding) + term[:, : 2 * n])
+            zr = F.conv2d(torch.cat([hidden, motion], dim=1), w_zr, padding=gru.convz.padding)
+            zr = torch.sigmoid(zr + term[:, : 2 * n])
             z, r = zr.chunk(2, dim=1)
             w_q = torch.cat([gru.convq.weight[:, :n], gru.convq.weight[:, skip:]], dim=1)
-            q = torch.tanh(F.conv2d(torch.cat([r * hidden, motion], dim=1), w_q, padding=gru.convq.padding) + term[:, 2 * n :])
+            q = F.conv2d(torch.cat([r * hidden, motion], dim=1), w_q, padding=gru.convq.padding)
+            q = torch.tanh(q + term[:, 2 * n :])
             hidden = torch.lerp(hidden, q, z)  # (1 - z) * hidden + z * q in one pass
         return hidden
 
@@ -149,7 +151,12 @@ class UpdateBlock(nn.Module):
         self.hidden_state_size = hidden_size
 
     def forward(
-        self, hidden: Tensor, context_terms: list[Tensor], corr: Tensor, flow: Tensor, mask_predictor: ConvexMaskPredictor | None
+        self,
+        hidden: Tensor,
+        context_terms: list[Tensor],
+        corr: Tensor,
+        flow: Tensor,
+        mask_predictor: ConvexMaskPredictor | None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(new hidden state, flow update, upsampling mask or None when `mask_predictor` is None)."""
         motion = self.motion_encoder(flow, corr)
@@ -226,7 +233,9 @@ class CREStereo(nn.Module):
         predictions: list[Tensor] = []
         size = left_features.shape[-2:]
         if flow_init is None:
-            flow = self._coarse_levels(left_features, right_features, hidden, context, num_iters // 2, return_all, predictions)
+            flow = self._coarse_levels(
+                left_features, right_features, hidden, context, num_iters // 2, return_all, predictions
+            )
         else:
             flow = -(size[0] / flow_init.shape[2]) * bilinear_resize(flow_init.float(), size)
         _, prior = self._level(
@@ -237,7 +246,14 @@ class CREStereo(nn.Module):
         return predictions
 
     def _coarse_levels(
-        self, left: Tensor, right: Tensor, hidden: Tensor, context: Tensor, iters: int, return_all: bool, predictions: list[Tensor]
+        self,
+        left: Tensor,
+        right: Tensor,
+        hidden: Tensor,
+        context: Tensor,
+        iters: int,
+        return_all: bool,
+        predictions: list[Tensor],
     ) -> Tensor:
         """Run the 1/16 and 1/8 levels; return the initial 1/4 flow."""
         pyramid = {2: "1 / 8", 4: "1 / 16"}
@@ -287,7 +303,8 @@ class CREStereo(nn.Module):
             else:
                 hidden, flow, prior = self._iteration(*args)
             if return_all:
-                predictions.append(-factor * bilinear_resize(prior, (prior.shape[2] * factor, prior.shape[3] * factor)) if factor > 1 else -prior)
+                full_size = (prior.shape[2] * factor, prior.shape[3] * factor)
+                predictions.append(-factor * bilinear_resize(prior, full_size) if factor > 1 else -prior)
         return flow, prior
 
     def _iteration(
