@@ -27,7 +27,8 @@ _METRIC_NAMES = ("mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all")
 
 class StereoEvalTransform(nn.Module):
     """Turn a (left, right) pair of images (..., 3, H, W), uint8 or float in [0, 1], into the network's input:
-    resized to `resize_size` (bilinear, no antialiasing), scaled to [0, 1], normalised with `mean` and `std`."""
+    scaled to float in [0, 1], then resized to `resize_size` (bilinear, no antialiasing), then normalised with
+    `mean` and `std`. Converting before resizing is the published protocol: resizing uint8 rounds the result."""
 
     def __init__(self, resize_size, interpolation, antialias, mean, std) -> None:
         super().__init__()
@@ -37,8 +38,9 @@ class StereoEvalTransform(nn.Module):
 
     def forward(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
         def prepare(image: Tensor) -> Tensor:
+            image = TF.to_dtype(image, torch.float32, scale=True)
             image = TF.resize(image, self.resize_size, interpolation=self.interpolation, antialias=self.antialias)
-            return TF.normalize(TF.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
+            return TF.normalize(image, self.mean, self.std)
 
         return prepare(left), prepare(right)
 

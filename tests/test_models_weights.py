@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from torchvision.models import Weights, WeightsEnum
 
 import models
@@ -85,6 +86,9 @@ def test_weights_transforms_build_the_eval_input():
     a, b = CREStereo_Base_Weights.DEFAULT.transforms()(left, left.clone())
     assert a.shape == b.shape == (3, 384, 512) and a.dtype == torch.float32
     assert a.min().item() == -1.0 and a.max().item() == 1.0
+    as_float = TF.to_dtype(left, torch.float32, scale=True)
+    expected = TF.resize(as_float, [384, 512], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+    torch.testing.assert_close(a, (expected - 0.5) / 0.5, rtol=0, atol=1e-6)
 
 
 def test_offline_load_from_the_hub_cache(hub, state_dict, monkeypatch):
