@@ -57,19 +57,59 @@ def group_mean(left: Tensor, right: Tensor, groups: int) -> Tensor:
     return (left * right).mean(dim=2)
 
 
+class _ShiftedGroupCorrelation(torch.autograd.Function):
+    """Per-group channel mean of `left` (B, C, h, w) times each (rows x cols) shift of `padded`
+    (B, C, h + rows - 1, w + cols - 1), as (B, groups * rows * cols, h, w), group-major.
+
+    Autograd through nine slices and products would zero-fill a padded-size gradient per shift and add them
+    up; this backward accumulates all shifts in place (`addcmul_`) into one gradient per input.
+    """
+
+    @staticmethod
+    def forward(ctx, left: Tensor, padded: Tensor, rows: int, cols: int, groups: int) -> Tensor:
+        b, c, h, w = left.shape
+        ctx.save_for_backward(left, padded)
+        ctx.window = (rows, cols, groups)
+        left = left.unflatten(1, (groups, -1))
+        # sum / n is how torch computes the mean on the CPU: the same values as .mean(dim=2).
+        corr = [
+            (left * padded[:, :, i : i + h, j : j + w].unflatten(1, (groups, -1))).sum(dim=2) / left.shape[2]
+            for i in range(rows)
+            for j in range(cols)
+        ]
+        return torch.stack(corr, dim=2).flatten(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        left, padded = ctx.saved_tensors
+        rows, cols, groups = ctx.window
+        b, c, h, w = left.shape
+        grouped = left.unflatten(1, (groups, -1))
+        dtype = torch.promote_types(grad.dtype, torch.float32)  # accumulate in at least float32
+        grad = (grad.to(dtype) / grouped.shape[2]).view(b, groups, 1, rows * cols, h, w)
+        grad_left = torch.zeros_like(grouped, dtype=dtype) if ctx.needs_input_grad[0] else None
+        grad_padded = torch.zeros_like(padded, dtype=dtype) if ctx.needs_input_grad[1] else None
+        for k in range(rows * cols):
+            i, j = divmod(k, cols)
+            window = (slice(None), slice(None), slice(i, i + h), slice(j, j + w))
+            if grad_left is not None:
+                grad_left.addcmul_(padded[window].unflatten(1, (groups, -1)), grad[:, :, :, k])
+            if grad_padded is not None:
+                grad_padded[window].unflatten(1, (groups, -1)).addcmul_(grouped, grad[:, :, :, k])
+        if grad_left is not None:
+            grad_left = grad_left.flatten(1, 2).to(left.dtype)
+        if grad_padded is not None:
+            grad_padded = grad_padded.to(padded.dtype)
+        return grad_left, grad_padded, None, None, None
+
+
 def window_correlation(left: Tensor, right: Tensor, flow: Tensor, kind: str, groups: int) -> Tensor:
     """Fixed-window correlation (1/4 level): warp the right map by the flow, then shift with edge replication."""
     b, c, h, w = left.shape
     warped = sample(right, coords_grid(b, h, w, flow.device, flow.dtype) + flow.permute(0, 2, 3, 1))
     rows, cols = WINDOWS[kind]
     padded = F.pad(warped, (cols // 2, cols // 2, rows // 2, rows // 2), mode="replicate")
-    left = left.unflatten(1, (groups, -1))
-    corr = [
-        (left * padded[:, :, i : i + h, j : j + w].unflatten(1, (groups, -1))).mean(dim=2)
-        for i in range(rows)
-        for j in range(cols)
-    ]
-    return torch.stack(corr, dim=2).flatten(1, 2)
+    return _ShiftedGroupCorrelation.apply(left, padded, rows, cols, groups)
 
 
 def offset_correlation(left: Tensor, right: Tensor, flow: Tensor, offsets: Tensor, kind: str, groups: int) -> Tensor:

@@ -112,28 +112,32 @@ class RecurrentBlock(raft.RecurrentBlock):
     def _grus(self) -> tuple[raft.ConvGRU, raft.ConvGRU]:
         return self.convgru1, self.convgru2
 
-    def context_terms(self, context: Tensor) -> list[Tensor]:
-        """Per GRU, the (B, 3 * hidden, H, W) context contribution to the z, r and q pre-activations."""
+    def context_terms(self, context: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per GRU, the context contributions to the z and r pre-activations (B, 2 * hidden, H, W) and to the
+        q pre-activation (B, hidden, H, W)."""
         part = slice(self.hidden_size, self.hidden_size + self.context_size)
         terms = []
         for gru in self._grus():
             weight = torch.cat([gru.convz.weight[:, part], gru.convr.weight[:, part], gru.convq.weight[:, part]])
             bias = torch.cat([gru.convz.bias, gru.convr.bias, gru.convq.bias])
-            terms.append(F.conv2d(context, weight, bias, padding=gru.convz.padding))
+            term = F.conv2d(context, weight, bias, padding=gru.convz.padding)
+            # split, not slicing: its backward concatenates the two gradients instead of zero-filling two
+            # full-size ones and adding them.
+            terms.append(term.split([2 * self.hidden_size, self.hidden_size], dim=1))
         return terms
 
-    def forward(self, hidden: Tensor, motion: Tensor, terms: list[Tensor]) -> Tensor:
+    def forward(self, hidden: Tensor, motion: Tensor, terms: list[tuple[Tensor, Tensor]]) -> Tensor:
         n = self.hidden_size
-        for gru, term in zip(self._grus(), terms):
+        for gru, (zr_term, q_term) in zip(self._grus(), terms):
             skip = n + self.context_size
             w_zr = torch.cat([gru.convz.weight, gru.convr.weight])
             w_zr = torch.cat([w_zr[:, :n], w_zr[:, skip:]], dim=1)
             zr = F.conv2d(torch.cat([hidden, motion], dim=1), w_zr, padding=gru.convz.padding)
-            zr = torch.sigmoid(zr + term[:, : 2 * n])
+            zr = torch.sigmoid(zr + zr_term)
             z, r = zr.chunk(2, dim=1)
             w_q = torch.cat([gru.convq.weight[:, :n], gru.convq.weight[:, skip:]], dim=1)
             q = F.conv2d(torch.cat([r * hidden, motion], dim=1), w_q, padding=gru.convq.padding)
-            q = torch.tanh(q + term[:, 2 * n :])
+            q = torch.tanh(q + q_term)
             hidden = torch.lerp(hidden, q, z)  # (1 - z) * hidden + z * q in one pass
         return hidden
 
@@ -153,7 +157,7 @@ class UpdateBlock(nn.Module):
     def forward(
         self,
         hidden: Tensor,
-        context_terms: list[Tensor],
+        context_terms: list[tuple[Tensor, Tensor]],
         corr: Tensor,
         flow: Tensor,
         mask_predictor: ConvexMaskPredictor | None,
@@ -168,9 +172,9 @@ class UpdateBlock(nn.Module):
         weight = torch.cat([head.weight, mask_conv.weight])
         bias = torch.cat([head.bias, mask_conv.bias])
         features = F.relu(F.conv2d(hidden, weight, bias, padding=1))
-        split = head.out_channels
-        delta = self.flow_head.conv2(features[:, :split])
-        mask = mask_predictor.mask_head[1](features[:, split:]) * mask_predictor.multiplier
+        head_features, mask_features = features.split([head.out_channels, mask_conv.out_channels], dim=1)
+        delta = self.flow_head.conv2(head_features)
+        mask = mask_predictor.mask_head[1](mask_features) * mask_predictor.multiplier
         return hidden, delta, mask
 
 
@@ -313,7 +317,7 @@ class CREStereo(nn.Module):
         right: Tensor,
         offsets: Tensor | None,
         hidden: Tensor,
-        terms: list[Tensor],
+        terms: list[tuple[Tensor, Tensor]],
         flow: Tensor,
         kind: str,
         with_mask: bool,
