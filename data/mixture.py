@@ -134,7 +134,8 @@ def add_mixture_arguments(parser) -> None:
     parser.add_argument("--batch-size", default=2, type=int, help="samples per process and step")
     parser.add_argument("--seed", default=42, type=int, help="seeds the mixture order, augmentation and model init")
     parser.add_argument("--crop-size", default=[384, 512], type=int, nargs=2, help="training crop H W")
-    parser.add_argument("--resize-size", default=None, type=int, nargs=2, help="optional fixed resize H W before cropping")
+    parser.add_argument("--resize-size", default=None, type=int, nargs=2,
+                        help="optional fixed resize H W before cropping")
     parser.add_argument("--scale-range", default=[0.6, 1.0], type=float, nargs=2, help="random rescale range")
     parser.add_argument("--rescale-prob", default=1.0, type=float)
     parser.add_argument("--scaling-type", default="linear", choices=["linear", "exponential"])
