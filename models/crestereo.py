@@ -16,7 +16,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 from torchvision.models.optical_flow import raft
 from torchvision.ops import Conv2dNormActivation
 
@@ -178,6 +178,12 @@ class UpdateBlock(nn.Module):
         return hidden, delta, mask
 
 
+def _keep_convolution_outputs():
+    """Selective activation checkpointing: keep the convolution outputs of an iteration (most of its work) and
+    recompute the rest (concatenations, activations, gates, correlation, upsampling: most of its memory)."""
+    return create_selective_checkpoint_contexts([torch.ops.aten.convolution.default])
+
+
 class CREStereo(nn.Module):
     """CREStereo base. `forward(left, right, flow_init=None, num_iters=10, *, return_all=True)` takes images
     normalised to [-1, 1], (B, 3, H, W) with H and W multiples of 16, and returns the list of (B, 2, H, W)
@@ -216,6 +222,11 @@ class CREStereo(nn.Module):
             }
         )
         self.positional_encodings = PositionalEncodingSine(dim)
+        # Selective activation checkpointing keeps the convolution outputs of the refinement iterations, so
+        # nothing there may modify them in place (torchvision's blocks use in-place ReLUs).
+        for module in (*self.update_block.modules(), *self.mask_predictor.modules()):
+            if isinstance(module, nn.ReLU):
+                module.inplace = False
 
     def forward(
         self,
@@ -303,7 +314,9 @@ class CREStereo(nn.Module):
         for it in range(iters):
             args = (left, right, offsets, hidden, terms, flow.detach(), window_type(it), return_all or it == iters - 1)
             if checkpointed:
-                hidden, flow, prior = checkpoint(self._iteration, *args, use_reentrant=False)
+                hidden, flow, prior = checkpoint(
+                    self._iteration, *args, use_reentrant=False, context_fn=_keep_convolution_outputs
+                )
             else:
                 hidden, flow, prior = self._iteration(*args)
             if return_all:
