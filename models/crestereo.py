@@ -11,6 +11,7 @@ Differences from the reference that do not change the results:
 """
 
 import math
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -197,6 +198,15 @@ def _keep_convolution_outputs():
     return create_selective_checkpoint_contexts([torch.ops.aten.convolution.default])
 
 
+def _uncached_autocast(device_type: str):
+    """The active autocast without its cache of weight casts. The cache makes the weight casts of a forward
+    pass happen in its first iteration only, but in every recomputation, and selective checkpointing needs
+    the same operations in both."""
+    if not torch.is_autocast_enabled(device_type):
+        return nullcontext()
+    return torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=False)
+
+
 class CREStereo(nn.Module):
     """CREStereo base. `forward(left, right, flow_init=None, num_iters=10, *, return_all=True)` takes images
     normalised to [-1, 1], (B, 3, H, W) with H and W multiples of 16, and returns the list of (B, 2, H, W)
@@ -327,9 +337,10 @@ class CREStereo(nn.Module):
         for it in range(iters):
             args = (left, right, offsets, hidden, terms, flow.detach(), window_type(it), return_all or it == iters - 1)
             if checkpointed:
-                hidden, flow, prior = checkpoint(
-                    self._iteration, *args, use_reentrant=False, context_fn=_keep_convolution_outputs
-                )
+                with _uncached_autocast(left.device.type):
+                    hidden, flow, prior = checkpoint(
+                        self._iteration, *args, use_reentrant=False, context_fn=_keep_convolution_outputs
+                    )
             else:
                 hidden, flow, prior = self._iteration(*args)
             if return_all:

@@ -115,6 +115,24 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_activation_checkpointing_under_bfloat16_autocast():
+    """Selective checkpointing must see the same operations when it recomputes, weight casts included."""
+    torch.manual_seed(0)
+    left, right = torch.rand(2, 1, 3, 64, 64) * 2 - 1
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(1)
+        model = get_model("crestereo_base", activation_checkpointing=checkpointing)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            predictions = model(left, right, num_iters=2)
+        sequence_loss(predictions, torch.ones(1, 2, 64, 64)).backward()
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    # Without checkpointing, autocast casts each weight once per pass and sums its gradient in bfloat16;
+    # checkpointing casts it per iteration and sums in float32: measured up to 0.7 % of the largest element.
+    for name in grads[0]:
+        assert (grads[1][name] - grads[0][name]).abs().max() <= 0.02 * grads[0][name].abs().max(), name
+
+
 @needs_reference
 def test_state_dict_has_the_published_layout(model):
     layout = published_layout()
