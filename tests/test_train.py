@@ -12,7 +12,7 @@ TINY = [
     "--device", "cpu", "--train-datasets", "synthetic", "--dataset-steps", "3", "--batch-size", "2",
     "--crop-size", "64", "96", "--recurrent-updates", "2", "--workers", "0", "--lr", "4e-4",
     "--warmup-steps", "1", "--decay-after-steps", "2", "--lr-decay-method", "cosine", "--min-lr", "1e-5",
-    "--save-frequency", "2", "--valid-frequency", "0", "--print-frequency", "2", "--threads", "2",
+    "--save-frequency", "2", "--valid-frequency", "0", "--print-frequency", "2", "--threads", "1",
 ]
 
 
