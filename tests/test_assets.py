@@ -15,14 +15,6 @@ FIGURES = ("lr_schedules.png", "disparity_eda.png", "disparity_scale.png", "pred
            "training_curves.png")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def run_dir(tmp_path):
     """A finished run as train.py leaves it: {name}.pth and tensorboard/{name} with its scalar tags."""

@@ -1,17 +1,8 @@
 import json
 
 import pytest
-import torch
 
 import benchmark
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(argv):

@@ -4,7 +4,6 @@ import re
 import pytest
 
 from cascade_evaluation import check_args, format_log, get_args_parser, run_name
-from tests.test_evaluation import one_thread  # noqa: F401 (autouse fixture)
 
 # The published log of CREStereo_Base_Weights.CRESTEREO_ETH_MBL_V1 (recipes.md), verbatim.
 PUBLISHED = """Dataset: middlebury2014-train @size: [384, 512]:

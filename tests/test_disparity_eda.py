@@ -9,15 +9,6 @@ from data.synthetic import SyntheticStereo
 from presets import StereoMatchingTrainPreset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Crops of a few thousand pixels: thread start-up costs more than it saves on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def synthetic(low: float, high: float, seed: int = 0) -> SyntheticStereo:
     return SyntheticStereo(size=(64, 96), min_disparity=low, max_disparity=high, length=40, seed=seed, num_objects=3)
 

@@ -14,15 +14,6 @@ from utils.evaluation import cascade_inference, evaluate, make_eval_loader
 REFERENCE = Path("/work/shared/reference/crestereo")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small inputs: one thread is as fast and immune to oversubscription when test files run in parallel."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ToyModel(nn.Module):
     """Deterministic stand-in with the model contract: the output depends on inputs, iterations and flow_init."""
 

@@ -8,14 +8,6 @@ from data.io import read_pfm, read_png_disparity
 from models import get_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_image(path, height, width, seed=0):
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
