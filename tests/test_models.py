@@ -18,15 +18,6 @@ REFERENCE = Path(os.environ.get("STEREO_REFERENCE_DIR", Path(__file__).resolve()
 needs_reference = pytest.mark.skipif(not (REFERENCE / "state_dict_no_pe.pt").is_file(), reason=f"no reference data in {REFERENCE}")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the test machine is shared, and two busy-waiting threads on a loaded machine are 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def reference(name: str) -> dict:
     return torch.load(REFERENCE / name, weights_only=True)
 
