@@ -2,8 +2,9 @@
 
 `model` mode times the network's eval forward (`return_all=False`, what evaluation runs) and a training step
 (train-mode forward, sequence loss over all predictions, backward), and reports with every time the yardstick
-of the README (Models, Speed and memory): FLOPs of the call, achieved GFLOP/s, and the peak of a (1, 5) convolution (the
-recurrent block's dominant kernel) measured in the same run, so that numbers compare across machines.
+of the README (Models, Speed and memory): FLOPs of the call, achieved GFLOP/s, and the peak of a (1, 5)
+convolution (the recurrent block's dominant kernel) measured in the same run, so that numbers compare across
+machines.
 
     python benchmark.py model --threads 2 --json bench_model.json
     python benchmark.py model --dtype bfloat16 --compile --device cuda --batch 2
