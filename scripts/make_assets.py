@@ -156,7 +156,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Regenerate assets/", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--output-dir", default=str(Path(__file__).resolve().parents[1] / "assets"))
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="--checkpoint-dir of the quickstart run")
-    parser.add_argument("--run-name", default="crestereo", help="--name of the quickstart run")
+    parser.add_argument("--run-name", default="quickstart", help="--name of the quickstart run")
     parser.add_argument("--inference-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="run the model at this size for the prediction grid (e.g. the run's --eval-size)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes and sample counts (seconds; for tests)")
