@@ -103,7 +103,27 @@ class CarlaStereo(_ContractMixin, tvd.CarlaStereo):
         self._check_alignment()
 
 
-class Kitti2012Stereo(_ContractMixin, tvd.Kitti2012Stereo):
+class _KittiMixin(_ContractMixin):
+    """The layout both KITTI benchmarks share: ``<folder>/{training,testing}/<left|right>/*_10.png`` (first
+    frames only), training disparity ``<disparity>/*_10.png`` as ``uint16 / 256`` with 0 = no ground truth."""
+
+    def _scan_kitti(self, root: Union[str, Path], split: str, folder: str, views: tuple[str, str],
+                    disparity: str) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        base = Path(root) / folder / (split + "ing")
+        self._images = self._scan_pairs(str(base / views[0] / "*_10.png"), str(base / views[1] / "*_10.png"))
+        if split == "train":
+            self._disparities = self._scan_pairs(str(base / disparity / "*_10.png"))
+        else:
+            self._disparities = [(None, None)] * len(self._images)
+        self._check_alignment()
+
+    def _decode_disparity(self, file_path: str) -> torch.Tensor:
+        return read_png_disparity(file_path, 256.0)
+
+
+class Kitti2012Stereo(_KittiMixin, tvd.Kitti2012Stereo):
     """KITTI 2012: ``Kitti2012/{training,testing}/colored_{0,1}/*_10.png``, ``training/disp_noc/*_10.png``.
 
     Disparity is ``uint16 / 256`` with 0 = no ground truth. Corrects: torchvision decodes to float64 and
@@ -113,21 +133,10 @@ class Kitti2012Stereo(_ContractMixin, tvd.Kitti2012Stereo):
 
     def __init__(self, root: Union[str, Path], split: str = "train", transforms: Optional[Callable] = None) -> None:
         super(tvd.Kitti2012Stereo, self).__init__(root, transforms)
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        base = Path(root) / "Kitti2012" / (split + "ing")
-        self._images = self._scan_pairs(str(base / "colored_0" / "*_10.png"), str(base / "colored_1" / "*_10.png"))
-        if split == "train":
-            self._disparities = self._scan_pairs(str(base / "disp_noc" / "*_10.png"))
-        else:
-            self._disparities = [(None, None)] * len(self._images)
-        self._check_alignment()
-
-    def _decode_disparity(self, file_path: str) -> torch.Tensor:
-        return read_png_disparity(file_path, 256.0)
+        self._scan_kitti(root, split, "Kitti2012", ("colored_0", "colored_1"), "disp_noc")
 
 
-class Kitti2015Stereo(_ContractMixin, tvd.Kitti2015Stereo):
+class Kitti2015Stereo(_KittiMixin, tvd.Kitti2015Stereo):
     """KITTI 2015: ``Kitti2015/{training,testing}/image_{2,3}/*_10.png``, ``training/disp_occ_0/*_10.png``.
 
     Disparity is ``uint16 / 256`` with 0 = no ground truth. Corrects: torchvision globs ``image_2/*.png``
@@ -138,18 +147,7 @@ class Kitti2015Stereo(_ContractMixin, tvd.Kitti2015Stereo):
 
     def __init__(self, root: Union[str, Path], split: str = "train", transforms: Optional[Callable] = None) -> None:
         super(tvd.Kitti2015Stereo, self).__init__(root, transforms)
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        base = Path(root) / "Kitti2015" / (split + "ing")
-        self._images = self._scan_pairs(str(base / "image_2" / "*_10.png"), str(base / "image_3" / "*_10.png"))
-        if split == "train":
-            self._disparities = self._scan_pairs(str(base / "disp_occ_0" / "*_10.png"))
-        else:
-            self._disparities = [(None, None)] * len(self._images)
-        self._check_alignment()
-
-    def _decode_disparity(self, file_path: str) -> torch.Tensor:
-        return read_png_disparity(file_path, 256.0)
+        self._scan_kitti(root, split, "Kitti2015", ("image_2", "image_3"), "disp_occ_0")
 
 
 class Middlebury2014Stereo(_ContractMixin, tvd.Middlebury2014Stereo):
