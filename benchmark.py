@@ -56,7 +56,9 @@ def peak_memory_gb(device: torch.device) -> float:
     return kb * 1024 / 1e9
 
 
-def measure(fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None) -> dict:
+def measure(
+    fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None
+) -> dict:
     """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
     memory of the timed calls."""
     (warm_up or fn)()
@@ -231,7 +233,10 @@ def data_mode(args: argparse.Namespace) -> list[dict]:
             print_data_row(rows[-1])
         needed = (args.batches + 1) * args.batch_size
         for workers in args.workers:
-            order = sampler if sampler is not None else torch.randint(len(dataset), (needed,), generator=generator).tolist()
+            if sampler is not None:
+                order = sampler
+            else:
+                order = torch.randint(len(dataset), (needed,), generator=generator).tolist()
             loader = DataLoader(dataset, batch_size=args.batch_size, sampler=order, num_workers=workers,
                                 collate_fn=stereo_collate, drop_last=True)
             batches = iter(loader)
@@ -250,8 +255,8 @@ def print_data_row(row: dict) -> None:
     where = row["workers"] if isinstance(row["workers"], str) else f"{row['workers']} workers"
     line = f"{row['dataset']:<24} {where:<12} {row['samples_per_s']:8.2f} samples/s"
     if "median_s" in row:
-        line += f"  ({1000 * row['median_s']:.1f} ms [{1000 * row['min_s']:.1f}-{1000 * row['max_s']:.1f}] per sample, " \
-                f"{row['threads']} thread(s))"
+        spread = f"{1000 * row['min_s']:.1f}-{1000 * row['max_s']:.1f}"
+        line += f"  ({1000 * row['median_s']:.1f} ms [{spread}] per sample, {row['threads']} thread(s))"
     print(line, flush=True)
 
 
@@ -295,7 +300,8 @@ def main(args: argparse.Namespace) -> None:
         rows = data_mode(args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mode": args.mode, "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}, f, indent=1)
+            summary = {"mode": args.mode, "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}
+            json.dump(summary, f, indent=1)
 
 
 if __name__ == "__main__":

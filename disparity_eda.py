@@ -44,7 +44,9 @@ MIXTURE = "mixture"
 class CropStatistics:
     """Running statistics of the crops drawn from one dataset (or the mixture)."""
 
-    counts: torch.Tensor = field(default_factory=lambda: torch.zeros(int(HISTOGRAM_RANGE / BIN_WIDTH), dtype=torch.int64))
+    counts: torch.Tensor = field(
+        default_factory=lambda: torch.zeros(int(HISTOGRAM_RANGE / BIN_WIDTH), dtype=torch.int64)
+    )
     overflow: int = 0
     value_sum: float = 0.0
     valid_pixels: int = 0
@@ -235,7 +237,9 @@ def analyse(
     return results
 
 
-def plot(results: dict[str, CropStatistics], path: Path, threshold: float, title: str, max_x: float | None = None) -> None:
+def plot(
+    results: dict[str, CropStatistics], path: Path, threshold: float, title: str, max_x: float | None = None
+) -> None:
     """One panel per dataset (and the mixture), shared axes: share of valid pixels per pixel of disparity."""
     summaries = {name: s for name, s in results.items() if s.valid_pixels}
     if max_x is None:
@@ -266,7 +270,9 @@ def plot(results: dict[str, CropStatistics], path: Path, threshold: float, title
         ax.set_ylabel("share / px", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlim(0, max_x)
-    axes[-1, 0].set_xlabel("disparity of valid pixels [px] (dotted: p5, p95; dashed: median; red: threshold)", fontsize=8)
+    axes[-1, 0].set_xlabel(
+        "disparity of valid pixels [px] (dotted: p5, p95; dashed: median; red: threshold)", fontsize=8
+    )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

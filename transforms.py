@@ -213,7 +213,8 @@ class Resize(nn.Module):
             if mask is None:
                 mask = torch.isfinite(disp[0]) & (disp[0] > 0)
             if self.sparse_gt:
-                d, m = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), (new_h, new_w), (0, 0), (new_h, new_w))
+                full = (new_h, new_w)
+                d, m = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), full, (0, 0), full)
             else:
                 d = bilinear_resize(disp, (new_h, new_w), valid=mask).mul_(scale_x)
                 m = nearest_resize(mask, (new_h, new_w))
@@ -418,7 +419,7 @@ class RandomRescaleAndCrop(nn.Module):
         scale = max(self._draw_scale(), ch / height, cw / width)
         new_h, new_w = max(ch, round(height * scale)), max(cw, round(width * scale))
         y0, x0 = _randint(0, new_h - ch), _randint(0, new_w - cw)
-        sy, sx = new_h / height, new_w / width
+        sx = new_w / width
 
         full, offset, window = (new_h, new_w), (y0, x0), (ch, cw)
         images = tuple(_like(resize_window(img, full, offset, window, mode), img) for img in images)

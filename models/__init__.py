@@ -45,7 +45,9 @@ def _looks_like_path(weights: str | os.PathLike) -> bool:
     return isinstance(weights, os.PathLike) or weights.endswith((".pth", ".pt")) or os.sep in weights
 
 
-def get_model(name: str, weights: WeightsEnum | str | os.PathLike | None = None, progress: bool = True, **kwargs) -> nn.Module:
+def get_model(
+    name: str, weights: WeightsEnum | str | os.PathLike | None = None, progress: bool = True, **kwargs
+) -> nn.Module:
     """Build model `name` (see `list_models()`); `weights` as described in the module docstring; `kwargs` go to
     the builder (e.g. `activation_checkpointing=True`)."""
     if name not in _MODELS:

@@ -29,7 +29,9 @@ class TransformerLayer(nn.Module):
         self.key_proj = nn.Linear(dim, dim, bias=False)
         self.value_proj = nn.Linear(dim, dim, bias=False)
         self.merge = nn.Linear(dim, dim, bias=False)
-        self.ffn = nn.Sequential(nn.Linear(2 * dim, 2 * dim, bias=False), nn.ReLU(), nn.Linear(2 * dim, dim, bias=False))
+        self.ffn = nn.Sequential(
+            nn.Linear(2 * dim, 2 * dim, bias=False), nn.ReLU(), nn.Linear(2 * dim, dim, bias=False)
+        )
         self.attention_norm = nn.LayerNorm(dim)
         self.ffn_norm = nn.LayerNorm(dim)
 

@@ -29,7 +29,7 @@ def coords_grid(batch: int, height: int, width: int, device: torch.device, dtype
 
 
 def sample(image: Tensor, points: Tensor) -> Tensor:
-    """Bilinear, zero-padded, corner-aligned sampling of `image` (B, C, H, W) at absolute pixel `points` (B, h, w, 2)."""
+    """Sample `image` (B, C, H, W) at absolute pixel `points` (B, h, w, 2): bilinear, zero-padded, corners aligned."""
     height, width = image.shape[-2:]
     x, y = points.unbind(-1)
     x = 2 * x / (width - 1) - 1

@@ -56,7 +56,9 @@ class PositionalEncodingSine(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + "pe"] = self.encoding(self.table_size, self.table_size)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         table = state_dict.pop(prefix + "pe", None)
         if table is not None:
             expected = self.encoding(self.table_size, self.table_size)
@@ -67,7 +69,9 @@ class PositionalEncodingSine(nn.Module):
                 )
             elif not torch.allclose(table.float(), expected, atol=1e-5):
                 error_msgs.append(f"{prefix}pe is not the sinusoidal encoding this architecture uses.")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 class ConvexMaskPredictor(nn.Module):
@@ -227,7 +231,9 @@ class CREStereo(nn.Module):
             strides=(2, 1, 2, 1),
             norm_layer=nn.InstanceNorm2d,
         )
-        self.update_block = UpdateBlock(corr_channels=self.corr_groups * 9, hidden_size=hidden, context_size=dim - hidden)
+        self.update_block = UpdateBlock(
+            corr_channels=self.corr_groups * 9, hidden_size=hidden, context_size=dim - hidden
+        )
         # Registered a second time, as in the published layout (its keys appear under both names).
         self.flow_head = self.update_block.flow_head
         self.self_attn_block = FeatureTransformer(dim, 8, ("self",))

@@ -20,7 +20,9 @@ from torchvision.models import Weights, WeightsEnum
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
 
 # The inputs the weights expect, as the evaluation preset builds them.
-EVAL_PRESET = {"resize_size": (384, 512), "interpolation": "bilinear", "antialias": False, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+EVAL_PRESET = {
+    "resize_size": (384, 512), "interpolation": "bilinear", "antialias": False, "mean": (0.5,) * 3, "std": (0.5,) * 3
+}
 
 _METRIC_NAMES = ("mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all")
 
@@ -173,7 +175,9 @@ def load_checked(model: nn.Module, state_dict: dict, source: str) -> None:
     ]
     problems = [
         f"{len(keys)} {what} (first: {', '.join(keys[:3])})"
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("keys with another shape", mismatched))
+        for what, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected), ("keys with another shape", mismatched)
+        )
         if keys
     ]
     if problems:

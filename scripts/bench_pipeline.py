@@ -58,7 +58,8 @@ def write_sample(folder: Path, height: int, width: int, with_invalid: bool) -> N
 def decode(folder: Path):
     """Read a sample exactly as the datasets do: uint8 images, zeroed invalid disparity and bool masks."""
     images = (read_image(folder / "im0.png"), read_image(folder / "im1.png"))
-    (d0, m0), (d1, m1) = valid_disparity(read_pfm(folder / "disp0.pfm")), valid_disparity(read_pfm(folder / "disp1.pfm"))
+    d0, m0 = valid_disparity(read_pfm(folder / "disp0.pfm"))
+    d1, m1 = valid_disparity(read_pfm(folder / "disp1.pfm"))
     return images, (d0, d1), (m0, m1)
 
 

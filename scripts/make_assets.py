@@ -86,7 +86,8 @@ def eda_figures(output: Path, tiny: bool) -> None:
         stats = eda.analyse(scenes, {"large scenes": preset}, num_samples=samples, workers=0 if tiny else 2)
         results[f"scale {low:g}-{high:g}"] = stats["large scenes"]
     eda.plot(results, output / "disparity_scale.png", threshold=192.0,
-             title=f"{size[0]}x{size[1]} scenes (disparity up to {size[1] // 4} px), crop {crop_size[0]}x{crop_size[1]}")
+             title=f"{size[0]}x{size[1]} scenes (disparity up to {size[1] // 4} px), "
+                   f"crop {crop_size[0]}x{crop_size[1]}")
 
 
 def load_run_model(checkpoint: Path) -> torch.nn.Module:
@@ -125,7 +126,9 @@ def read_scalars(log_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
 def training_curves(path: Path, log_dir: Path, run_name: str) -> None:
     scalars = read_scalars(log_dir)
     if "train/loss" not in scalars:
-        raise SystemExit(f"error: {log_dir} has no train/loss scalars; was the run started with --tensorboard-summaries?")
+        raise SystemExit(
+            f"error: {log_dir} has no train/loss scalars; was the run started with --tensorboard-summaries?"
+        )
     validation = sorted(tag for tag in scalars if tag.startswith("valid/") and tag.endswith("/mae"))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     steps, loss = scalars["train/loss"]
@@ -153,7 +156,9 @@ def training_curves(path: Path, log_dir: Path, run_name: str) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Regenerate assets/", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description="Regenerate assets/", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--output-dir", default=str(Path(__file__).resolve().parents[1] / "assets"))
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="--checkpoint-dir of the quickstart run")
     parser.add_argument("--run-name", default="quickstart", help="--name of the quickstart run")

@@ -121,6 +121,7 @@ def test_mixture_crops_are_the_crops_train_py_reads():
         d, index = training.source(position)
         name = args.train_datasets[d]
         preset = eda.make_train_transform(args, name)
-        crop = eda.draw_sample(raw[name], index, preset, eda.ScaleRecorder(preset), eda.sample_seed(args.seed, position))
+        seed = eda.sample_seed(args.seed, position)
+        crop = eda.draw_sample(raw[name], index, preset, eda.ScaleRecorder(preset), seed)
         _, disparities, masks = training[position]
         assert torch.equal(crop["values"], disparities[0][0][masks[0]])

@@ -14,8 +14,12 @@ import torch
 
 from models import CREStereo, get_model
 
-REFERENCE = Path(os.environ.get("STEREO_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared/reference/crestereo"))
-needs_reference = pytest.mark.skipif(not (REFERENCE / "state_dict_no_pe.pt").is_file(), reason=f"no reference data in {REFERENCE}")
+REFERENCE = Path(
+    os.environ.get("STEREO_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared/reference/crestereo")
+)
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "state_dict_no_pe.pt").is_file(), reason=f"no reference data in {REFERENCE}"
+)
 
 
 def reference(name: str) -> dict:

@@ -149,7 +149,8 @@ def test_bad_local_files_name_the_problem(tmp_path, state_dict):
         get_model("crestereo_base", weights=partial_sd)
 
     other = tmp_path / "other.pth"
-    torch.save(dict(state_dict, **{"update_block.motion_encoder.convcorr1.0.weight": torch.zeros(256, 49, 1, 1)}), other)
+    wrong = {"update_block.motion_encoder.convcorr1.0.weight": torch.zeros(256, 49, 1, 1)}
+    torch.save(dict(state_dict, **wrong), other)
     with pytest.raises(ValueError, match=r"convcorr1.0.weight \(file \(256, 49, 1, 1\), model \(256, 36, 1, 1\)\)"):
         get_model("crestereo_base", weights=other)
 

@@ -55,7 +55,8 @@ def test_eval_preset_treats_non_finite_invalid_values_like_zeros():
 
 def test_eval_preset_native_resolution_only_normalises():
     images, disps, masks = _decoded_like_sample()
-    out_images, out_disps, out_masks = StereoMatchingEvalPreset(resize_size=None, max_disparity=30)(images, disps, masks)
+    preset = StereoMatchingEvalPreset(resize_size=None, max_disparity=30)
+    out_images, out_disps, out_masks = preset(images, disps, masks)
     for out, img in zip(out_images, images):
         torch.testing.assert_close(out, (img.float() / 255 - 0.5) / 0.5, atol=1e-6, rtol=0)
     assert out_disps[0] is disps[0]

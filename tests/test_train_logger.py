@@ -44,7 +44,8 @@ def test_training_images():
     left = torch.rand(1, 3, 8, 12) * 2 - 1
     disp = torch.rand(1, 1, 8, 12) * 5
     preds = [torch.rand(1, 2, 8, 12) for _ in range(3)]
-    write_training_images(writer, 1, left, left, disp, torch.ones(1, 8, 12, dtype=torch.bool), preds, [0.5] * 3, [0.5] * 3)
+    valid = torch.ones(1, 8, 12, dtype=torch.bool)
+    write_training_images(writer, 1, left, left, disp, valid, preds, [0.5] * 3, [0.5] * 3)
     assert writer.images["predictions"].shape == (3, 2 * 8 + 3 * 2, 2 * 12 + 3 * 2)
     assert writer.images["sequence"].shape == (3, 8 + 2 * 2, 3 * 12 + 4 * 2)
     assert 0 <= writer.images["predictions"].min() and writer.images["predictions"].max() <= 1

@@ -26,7 +26,9 @@ def _texture(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def stereo_pair(height: int = HEIGHT, width: int = WIDTH, dtype: torch.dtype = torch.float32):
     """Sample whose right view is the left view warped by a known plane, with both view disparities."""
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     left = _texture(x, y)
     # Right pixel u sees the left point x with x - d(x) = u, i.e. x = (u + A + C y) / (1 - B).
     x_of_u = (x + PLANE_A + PLANE_C * y) / (1 - PLANE_B)
@@ -44,7 +46,9 @@ def warp_error(images, disparities, masks, min_fraction: float = 0.2) -> float:
     left, right = (img.float() for img in images)
     disp, mask = disparities[0][0], masks[0]
     height, width = disp.shape
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     src_x = x - disp
     grid = torch.stack([(2 * src_x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
     warped = nnf.grid_sample(right[None], grid[None], mode="bilinear", align_corners=False)[0]
@@ -94,9 +98,12 @@ def test_rescale_and_crop_keeps_geometry(scaling_type, scale_range, interpolatio
 
 def _ramp_sample(height: int, width: int):
     """Images holding their own pixel coordinates (channel 0 = row, 1 = col), so resampling is measurable."""
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     img = torch.stack([y, x, torch.zeros_like(x)])
-    return (img, img.clone()), (torch.full((1, height, width), 10.0), None), (torch.ones(height, width, dtype=torch.bool), None)
+    disp, mask = torch.full((1, height, width), 10.0), torch.ones(height, width, dtype=torch.bool)
+    return (img, img.clone()), (disp, None), (mask, None)
 
 
 def _measured_scale(img: torch.Tensor) -> tuple[float, float]:
@@ -222,7 +229,8 @@ def test_sparse_rescale_keeps_exactly_the_points_that_land_in_the_crop():
         assert torch.equal(masks[0], expected)
         # Each kept value is its own source point's value times the horizontal scale.
         source_index = torch.round((disps[0][0][masks[0]] / sx - 1.0) / 1e-2).long()
-        assert torch.equal(source_index, (rows[inside] * width + cols[inside])[torch.argsort(ty[inside] * 48 + tx[inside])])
+        order = torch.argsort(ty[inside] * 48 + tx[inside])
+        assert torch.equal(source_index, (rows[inside] * width + cols[inside])[order])
 
 
 def test_horizontal_flip_swaps_views_and_keeps_geometry():
