@@ -19,10 +19,13 @@ class StereoMatchingTrainPreset(nn.Module):
     """Training augmentation with the reference options (section 3.3), every one reachable from train.py.
 
     Order: [Resize] -> RandomRescaleAndCrop -> AsymmetricColorJitter -> AsymmetricGammaAdjust -> [Grayscale]
-    -> RandomSpatialShift -> float -> RandomHorizontalFlip -> RandomVerticalFlip -> RandomOcclusion ->
+    -> RandomHorizontalFlip -> RandomVerticalFlip -> RandomSpatialShift -> float -> RandomOcclusion ->
     RandomErase -> Normalize -> MakeValidDisparityMask -> ValidateModelInput.
 
-    It differs from the reference order in one way: scale and crop come first, so colour, gamma and the
+    The flips (which may swap the views) come before every step that perturbs one view only: the spatial
+    shift, the occlusion and the erasing must land on the final right view, never on the left view the
+    ground truth belongs to (torchvision shifts before flipping, so half its flipped samples carry a rotated,
+    shifted left view against unshifted labels). Scale and crop come first, so colour, gamma and the
     spatial shift work on the crop instead of the full image (the reference spends most of its time there).
     Colour, gamma and grayscale are per-pixel, so this only changes contrast's reference mean (crop mean
     instead of image mean); the shift of the right view replicates the crop's border instead of exposing its
@@ -75,6 +78,8 @@ class StereoMatchingTrainPreset(nn.Module):
         if use_grayscale:
             steps.append(T.ConvertToGrayscale())
         steps += [
+            T.RandomHorizontalFlip(horizontal_flip_prob),
+            T.RandomVerticalFlip(vertical_flip_prob),
             T.RandomSpatialShift(
                 spatial_shift_prob,
                 spatial_shift_max_angle,
@@ -82,8 +87,6 @@ class StereoMatchingTrainPreset(nn.Module):
                 spatial_shift_interpolation_type,
             ),
             T.ConvertImageDtype(torch.float32),
-            T.RandomHorizontalFlip(horizontal_flip_prob),
-            T.RandomVerticalFlip(vertical_flip_prob),
             T.RandomOcclusion(occlusion_prob, occlusion_px_range),
             T.RandomErase(erase_prob, erase_px_range, max_erase=erase_num_repeats),
             T.Normalize(mean, std),

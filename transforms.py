@@ -654,9 +654,11 @@ class RandomOcclusion(nn.Module):
 
 
 class RandomErase(nn.Module):
-    """With probability ``p``, erase 1 to ``max_erase`` boxes (same place in both views) to ``value``.
+    """With probability ``p``, erase 1 to ``max_erase`` boxes of the right view to ``value``.
 
-    The erased pixels are marked invalid in every given mask.
+    Like ``RandomOcclusion`` it perturbs only the second view, after the flip: the left view is the reference
+    that the ground truth describes, so it and its disparity and mask stay untouched. The erased pixels are
+    marked invalid in the right-view mask (the right view no longer shows them).
     """
 
     def __init__(
@@ -673,14 +675,15 @@ class RandomErase(nn.Module):
     def forward(self, images, disparities, masks) -> Sample:
         if not torch.rand(()) < self.p:
             return images, disparities, masks
-        images = tuple(img.clone() for img in images)
-        masks = tuple(None if m is None else m.clone() for m in masks)
+        left, right = images
+        right = right.clone()
+        right_mask = None if masks[1] is None else masks[1].clone()
         for _ in range(_randint(1, self.max_erase)):
-            y, x, h, w = _draw_box(self.erase_px_range, *images[0].shape[-2:])
-            for t in (*images, *masks):
-                if t is not None:
-                    t[..., y : y + h, x : x + w] = self.value if t.dtype != torch.bool else False
-        return images, disparities, masks
+            y, x, h, w = _draw_box(self.erase_px_range, *right.shape[-2:])
+            right[..., y : y + h, x : x + w] = self.value
+            if right_mask is not None:
+                right_mask[y : y + h, x : x + w] = False
+        return (left, right), disparities, (masks[0], right_mask)
 
 
 class Compose(nn.Module):
