@@ -158,8 +158,10 @@ def load_resume(args: argparse.Namespace) -> dict | None:
     if args.resume_path is None:
         return None
     ckpt = load_checkpoint(args.resume_path)
+    from models import canonical_name
+
     _, model_name = model_state_from_checkpoint(ckpt)
-    if model_name is not None and model_name != args.model:
+    if model_name is not None and canonical_name(model_name) != canonical_name(args.model):
         raise ValueError(
             f"--resume-path {args.resume_path} holds a {model_name} model, but --model is {args.model}; "
             f"pass --model {model_name} or another checkpoint."

@@ -1,4 +1,5 @@
-"""Published CREStereo weights (torchvision's `CREStereo_Base_Weights`) and loading of weights files.
+"""Published weights (torchvision's `CREStereo_Base_Weights`, `Raft_Stereo_Base_Weights` and
+`Raft_Stereo_Realtime_Weights`) and loading of weights files.
 
 Hub downloads go through `torch.hub.load_state_dict_from_url(..., check_hash=True)`; a file already in the hub
 cache is used offline after its sha256 prefix is checked (torch.hub only checks fresh downloads).
@@ -127,6 +128,71 @@ class CREStereo_Base_Weights(WeightsEnum):
     DEFAULT = MEGVII_V1
 
 
+
+_RAFT_STEREO_RECIPE = "https://github.com/princeton-vl/RAFT-Stereo"
+_RAFT_STEREO_DOCS = (
+    "Ported from the original paper's implementation. torchvision attached a 224x224 resize to these weights "
+    "(which distorts aspect ratio and disparity); they carry the evaluation preset of the other weights here."
+)
+
+
+def _raft_meta(num_params: int, metrics: dict, docs: str) -> dict:
+    return {
+        "num_params": num_params,
+        "recipe": _RAFT_STEREO_RECIPE,
+        "resize_size": EVAL_PRESET["resize_size"],
+        "eval_preset": EVAL_PRESET,
+        "_metrics": metrics,
+        "_docs": f"{docs} {_RAFT_STEREO_DOCS}",
+    }
+
+
+class Raft_Stereo_Realtime_Weights(WeightsEnum):
+    SCENEFLOW_V1 = Weights(
+        url="https://download.pytorch.org/models/raft_stereo_realtime-cf345ccb.pth",
+        transforms=partial(StereoEvalTransform, **EVAL_PRESET),
+        meta=_raft_meta(8077152, {"KITTI2015": {"3px": 0.9409}}, "Trained on SceneFlow."),
+    )
+    DEFAULT = SCENEFLOW_V1
+
+
+class Raft_Stereo_Base_Weights(WeightsEnum):
+    SCENEFLOW_V1 = Weights(
+        url="https://download.pytorch.org/models/raft_stereo_base_sceneflow-eff3f2e6.pth",
+        transforms=partial(StereoEvalTransform, **EVAL_PRESET),
+        meta=_raft_meta(
+            11116176,
+            {
+                "KITTI2015": {"3px": 0.9426},
+                "Middlebury2014-val-full": {"2px": 0.8167},
+                "Middlebury2014-val-half": {"2px": 0.8741},
+                "Middlebury2014-val-quarter": {"2px": 0.9064},
+                "ETH3D-val": {"1px": 0.9672},
+            },
+            "Trained on SceneFlow.",
+        ),
+    )
+    MIDDLEBURY_V1 = Weights(
+        url="https://download.pytorch.org/models/raft_stereo_base_middlebury-afa9d252.pth",
+        transforms=partial(StereoEvalTransform, **EVAL_PRESET),
+        meta=_raft_meta(
+            11116176,
+            {"Middlebury-test": {"mae": 1.27, "1px": 0.9063, "2px": 0.9526, "5px": 0.9725}},
+            "Trained on SceneFlow, fine-tuned on Middlebury.",
+        ),
+    )
+    ETH3D_V1 = Weights(
+        url="https://download.pytorch.org/models/raft_stereo_base_eth3d-d4830f22.pth",
+        transforms=partial(StereoEvalTransform, **EVAL_PRESET),
+        meta=_raft_meta(
+            11116176,
+            {"ETH3D-test": {"mae": 0.18, "1px": 0.9756, "2px": 0.9956}},
+            "Trained on SceneFlow, fine-tuned on ETH3D.",
+        ),
+    )
+    DEFAULT = MIDDLEBURY_V1
+
+
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
 
 
@@ -155,8 +221,10 @@ def state_dict_from_hub(weights: WeightsEnum, progress: bool = True) -> dict:
 
 def state_dict_from_file(path: str | os.PathLike, model_name: str) -> dict:
     """Model weights from a local `.pth`: a raw state dict or one of our training checkpoints."""
+    from . import canonical_name
+
     state_dict, trained_as = model_state_from_checkpoint(load_checkpoint(path))
-    if trained_as is not None and trained_as != model_name:
+    if trained_as is not None and canonical_name(trained_as) != canonical_name(model_name):
         raise ValueError(f"{path} holds weights of model '{trained_as}', not '{model_name}'.")
     return state_dict
 
