@@ -48,7 +48,7 @@ def serialized(sd: dict) -> bytes:
 
 
 def test_registry_names():
-    assert list_models() == ["crestereo_base"]
+    assert list_models() == ["crestereo_base", "raft_stereo", "raft_stereo_base", "raft_stereo_realtime"]
     with pytest.raises(ValueError, match="crestereo_base"):
         get_model("raft_stereo_huge")
 
