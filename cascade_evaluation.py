@@ -6,11 +6,13 @@
 
 Writes ``{name}_{dataset}_{size}_eval.log`` (published layout, reference aggregation, 3 decimals) and the same
 numbers, unrounded and with the pooled aggregation too, as ``..._eval.json`` into ``--output-dir``, once,
-from rank 0. ``{name}`` is the checkpoint file name without ``.pth`` or the weights name.
+from rank 0. ``{name}`` is the stem of the checkpoint or weights file (``run`` for ``/ckpts/run.pt``) or the
+weights name.
 """
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -99,9 +101,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """``{weights or checkpoint name}_{dataset}_{size}``: the stem of every output file."""
+    """``{source}_{dataset}_{size}``: the stem of every output file, a plain file name inside ``--output-dir``.
+
+    ``{source}`` is the checkpoint's (or weights file's) stem, whatever its folder and suffix, or the weights name.
+    """
     source = args.checkpoint or args.weights
-    name = Path(source).name.removesuffix(".pth") if source.endswith(".pth") else source
+    weights_file = args.checkpoint is None and (
+        os.sep in source or Path(source).suffix in (".pth", ".pt") or Path(source).is_file()
+    )
+    name = Path(source).stem if args.checkpoint is not None or weights_file else source
     size = "native" if args.eval_size is None else "x".join(map(str, args.eval_size))
     return f"{name}_{args.dataset}_{size}"
 
@@ -126,11 +134,12 @@ def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
     try:
         if args.weights is not None:
             return get_model(args.model, weights=args.weights), args.model
+        from models.weights import load_checked
         from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
 
         state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
         model = get_model(name or args.model)
-        model.load_state_dict(state)
+        load_checked(model, state, f"--checkpoint {args.checkpoint}")
         return model, name or args.model
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         parser.error(f"cannot build the model: {e}")

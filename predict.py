@@ -28,6 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from data.io import read_image, write_pfm  # noqa: E402
 from models import get_model  # noqa: E402
+from models.weights import load_checked  # noqa: E402
 from presets import StereoMatchingEvalPreset  # noqa: E402
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
 from utils.evaluation import cascade_inference  # noqa: E402
@@ -165,7 +166,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modul
         if args.checkpoint is not None:
             state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
             model = get_model(name or args.model)
-            model.load_state_dict(state)
+            load_checked(model, state, f"--checkpoint {args.checkpoint}")
         else:
             model = get_model(args.model, weights=args.weights)
     except (OSError, ValueError, KeyError, RuntimeError) as e:

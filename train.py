@@ -173,6 +173,11 @@ def load_resume(args: argparse.Namespace) -> dict | None:
                 f"--resume-schedule needs a training checkpoint, but {args.resume_path} lacks {missing}; "
                 "drop --resume-schedule to start a new schedule from its weights."
             )
+        if "data_position" not in ckpt:
+            raise ValueError(
+                f"{args.resume_path} was written by torchvision's reference train.py, whose schedule and sample "
+                "order this script does not reproduce; drop --resume-schedule to start a new schedule from its weights."
+            )
         changed = [f"--{k.replace('_', '-')} {ckpt['args'].get(k)} -> {getattr(args, k)}"
                    for k in DATA_FLAGS if ckpt["args"].get(k) != plain_args({k: getattr(args, k)})[k]]
         if changed:
@@ -181,17 +186,6 @@ def load_resume(args: argparse.Namespace) -> dict | None:
                 "--resume-schedule to start a new schedule from its weights."
             )
     return ckpt
-
-
-def load_weights(model: torch.nn.Module, state: dict, source: str, model_name: str) -> None:
-    """Load a state dict strictly; the positional-encoding buffer may be absent (it is deterministic)."""
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("positional_encodings.pe")]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"{source} does not fit --model {model_name}: {len(missing)} missing keys {missing[:3]}, "
-            f"{len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:3]}; pick the matching --model."
-        )
 
 
 def make_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
@@ -257,6 +251,7 @@ def setup(args: argparse.Namespace) -> Run:
     """Check every input and build the run; raises ValueError/FileNotFoundError with the fix."""
     from data.registry import make_dataset
     from models import get_model
+    from models.weights import load_checked
     from presets import StereoMatchingEvalPreset
 
     check_args(args)
@@ -313,7 +308,7 @@ def setup(args: argparse.Namespace) -> Run:
         raise ValueError(f"--crop-size {args.crop_size} must be multiples of {divisor} for {args.model}.")
     if ckpt is not None:
         state, _ = model_state_from_checkpoint(ckpt)
-        load_weights(core, state, f"--resume-path {args.resume_path}", args.model)
+        load_checked(core, state, f"--resume-path {args.resume_path}")
     core.to(dist.device)
 
     optimizer = make_optimizer(args, [p for p in core.parameters() if p.requires_grad])

@@ -249,8 +249,10 @@ def load_checked(model: nn.Module, state_dict: dict, source: str) -> None:
         if keys
     ]
     if problems:
-        raise ValueError(
-            f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}. Is it a checkpoint of another "
-            "architecture, or a truncated file?"
+        what = (
+            "it holds the weights of another architecture or configuration; pick the matching model"
+            if unexpected or mismatched
+            else "it holds only part of the weights (a partial state dict)"
         )
+        raise ValueError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}: {what}.")
     model.load_state_dict(state_dict, strict=True)

@@ -82,6 +82,15 @@ def test_defaults_sweep_the_published_table_and_both_spellings_work():
     assert run_name(a) == "w_middlebury2014-train_native"
 
 
+def test_output_names_are_file_stems_inside_the_output_dir(tmp_path):
+    checkpoint = tmp_path / "runs" / "stage1.step-9000.ckpt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"")
+    assert run_name(_args("--checkpoint", str(checkpoint))) == "stage1.step-9000_middlebury2014-train_384x512"
+    assert run_name(_args("--weights", "/abs/stage2.pt")) == "stage2_middlebury2014-train_384x512"
+    assert run_name(_args("--weights", "MEGVII_V1")) == "MEGVII_V1_middlebury2014-train_384x512"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -190,15 +199,17 @@ def test_end_to_end_log_json_and_figures_agree(tmp_path, two_synthetic_samples, 
         pytest.skip("models.get_model has not landed yet")
     torch.manual_seed(0)
     state = models.get_model("crestereo_base").state_dict()
-    torch.save({"model": state, "args": {"model": "crestereo_base"}, "step": 7}, tmp_path / "run.pth")
-    _run(["--checkpoint", str(tmp_path / "run.pth"), "--dataset", "synthetic-val", "--device", "cpu",
+    checkpoint = tmp_path / "checkpoints" / "run.pt"  # absolute, outside --output-dir, not .pth
+    checkpoint.parent.mkdir()
+    torch.save({"model": state, "args": {"model": "crestereo_base"}, "step": 7}, checkpoint)
+    _run(["--checkpoint", str(checkpoint), "--dataset", "synthetic-val", "--device", "cpu",
           "--eval-size", "64", "64", "--n-cascades", "1", "2", "--n-iterations", "2", "--metrics", "mae", "1px",
           "--output-dir", str(tmp_path), "--save-images"])
     stem = tmp_path / "run_synthetic-val_64x64_eval"
     (dataset, size), logged = parse_log(stem.with_suffix(".log").read_text())
     record = json.loads(stem.with_suffix(".json").read_text())
     assert (dataset, size) == ("synthetic-val", "[64, 64]") and record["num_samples"] == 2
-    assert record["model"] == "crestereo_base" and record["source"] == str(tmp_path / "run.pth")
+    assert record["model"] == "crestereo_base" and record["source"] == str(checkpoint)
     assert [(r["cascades"], r["iterations"]) for r in record["results"]] == [(1, 2), (2, 2)]
     for r in record["results"]:
         expected = {m: round(v, 3) for m, v in r["reference"].items()}

@@ -1,4 +1,5 @@
 import argparse
+import os
 
 import pytest
 import torch
@@ -58,16 +59,44 @@ def test_bad_files(tmp_path):
     save_checkpoint(_checkpoint(), good)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(ValueError, match="truncated, corrupt"):
+    with pytest.raises(ValueError, match="is truncated or damaged"):
         load_checkpoint(truncated)
     text = tmp_path / "text.pth"
     text.write_text("hello")
-    with pytest.raises(ValueError, match="truncated, corrupt"):
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
         load_checkpoint(text)
     foreign = tmp_path / "list.pth"
     torch.save([1, 2], foreign)
     with pytest.raises(ValueError, match="holds a list"):
         load_checkpoint(foreign)
+
+
+class CodeOnLoad:
+    """Unpickling an instance calls `os.system`: what weights-only loading exists to refuse."""
+
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def test_pickled_code_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "args": CodeOnLoad()}, path)
+    with pytest.raises(ValueError, match=r"contains a pickled \S*system object; loading it could run code"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_torchvision_reference_checkpoint_with_namespace_args(tmp_path):
+    # torchvision's reference train.py saves `args` as the argparse.Namespace itself, derived fields included
+    model = torch.nn.Linear(3, 2)
+    args = argparse.Namespace(model="crestereo_base", lr=4e-4, crop_size=[384, 512], world_size=8, gpu=0)
+    path = tmp_path / "reference.pth"
+    torch.save({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "step": 7, "args": args}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["args"] == {"model": "crestereo_base", "lr": 4e-4, "crop_size": [384, 512], "world_size": 8, "gpu": 0}
+    state, name = model_state_from_checkpoint(ckpt)
+    assert name == "crestereo_base" and torch.equal(state["weight"], model.weight)
 
 
 def test_rng_roundtrip():

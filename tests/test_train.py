@@ -1,11 +1,13 @@
 """train.py end to end on tiny synthetic runs (64x96 crops, 2 refinement iterations, a few steps)."""
 
+import argparse
 import shutil
 
 import pytest
 import torch
 
 import train
+from models import get_model
 from utils.checkpoint import save_checkpoint
 
 TINY = [
@@ -50,10 +52,18 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert _same_weights(tmp_path / "full.pth", elastic / "full.pth")
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT")
 
-    # --resume-path alone: those weights, a new schedule from step 0 (sample 0 again, other loss)
+    # --resume-path alone: those weights, a new schedule from step 0 (sample 0 again, other loss); here from the
+    # same weights in the layout of torchvision's reference checkpoints (full state dict, `args` a Namespace)
+    reference = tmp_path / "reference.pth"
+    model = get_model("crestereo_base")
+    model.load_state_dict(torch.load(tmp_path / "full.pth", weights_only=True)["model"])
+    torch.save({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "step": 3,
+                "args": argparse.Namespace(model="crestereo_base", world_size=1, test_only=False)}, reference)
     fresh = train.main(parse(tmp_path, "--name", "fresh", "--dataset-steps", "1", "--warmup-steps", "0",
-                             "--decay-after-steps", "0", "--resume-path", str(tmp_path / "full.pth")))
+                             "--decay-after-steps", "0", "--resume-path", str(reference)))
     assert fresh.start_step == 0 and len(fresh.losses) == 1 and fresh.losses[0] != full.losses[0]
+    assert "written by torchvision's reference train.py" in bad(tmp_path, "--name", "again", "--resume-path",
+                                                               str(reference), "--resume-schedule")
 
 
 def test_loss_decreases_on_synthetic_scenes(tmp_path):
@@ -100,13 +110,13 @@ def test_cuda_without_gpu(tmp_path):
 def test_bad_resume_files(tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    assert "truncated, corrupt" in bad(tmp_path, "--resume-path", str(corrupt))
+    assert "is not a PyTorch checkpoint" in bad(tmp_path, "--resume-path", str(corrupt))
     other = tmp_path / "other.pth"
     save_checkpoint({"model": {"w": torch.zeros(1)}, "args": {"model": "raft_stereo"}}, other)
     assert "holds a raft_stereo model" in bad(tmp_path, "--resume-path", str(other))
     raw = tmp_path / "raw.pth"
     save_checkpoint({"w": torch.zeros(1)}, raw)
-    assert "does not fit --model crestereo_base" in bad(tmp_path, "--resume-path", str(raw))
+    assert "does not fit CREStereo" in bad(tmp_path, "--resume-path", str(raw))
     assert "Cannot continue" in bad(tmp_path, "--resume-path", str(_finished(tmp_path)), "--resume-schedule",
                                     "--seed", "3")
 
@@ -115,7 +125,8 @@ def _finished(tmp_path):
     path = tmp_path / "done.pth"
     save_checkpoint({"model": {}, "optimizer": {}, "scheduler": {}, "step": 4,
                      "args": {"model": "crestereo_base", "train_datasets": ["synthetic"], "dataset_steps": [3],
-                              "steps_is_epochs": False, "batch_size": 2, "seed": 42}}, path)
+                              "steps_is_epochs": False, "batch_size": 2, "seed": 42},
+                     "data_position": {"samples": 8, "samples_per_step": 2, "seed": 42}}, path)
     return path
 
 

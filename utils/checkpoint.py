@@ -8,6 +8,7 @@ reads it without executing code.
 
 import argparse
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,21 +35,49 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
         raise
 
 
+# Classes that torchvision's reference train.py pickles into its checkpoints (`args` is an argparse.Namespace).
+# Unpickling one only sets attributes on an empty object, so allowing it runs no code from the file.
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def _read_error(path: Path, error: Exception) -> str:
+    """What is wrong with a file `torch.load(weights_only=True)` refused, and what to do about it."""
+    text = str(error)
+    refused = re.search(r"GLOBAL (\S+)", text)
+    if refused:
+        return (
+            f"Checkpoint {path} contains a pickled {refused.group(1)} object; loading it "
+            "could run code, so only tensors, plain data and argparse.Namespace are read. Re-save its state dict "
+            "(torch.save(ckpt['model'], 'weights.pth')) where you trust the file, and load that."
+        )
+    if "zip archive" in text or "central directory" in text:
+        return (
+            f"Checkpoint {path} is truncated or damaged (incomplete zip archive, {path.stat().st_size} bytes); copy "
+            "it again or pick an earlier checkpoint."
+        )
+    first = text.splitlines()[0] if text else ""
+    return f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {first}); pass a file written by torch.save."
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint or a raw state dict with `weights_only=True`; one clear error for a bad file."""
+    """Read a checkpoint or a raw state dict with `weights_only=True` (plus `SAFE_GLOBALS`).
+
+    A pickled `argparse.Namespace` under `args` (torchvision's reference checkpoints) becomes a plain dict, so
+    callers see one layout. A missing file, a truncated one, a disallowed pickle and a non-checkpoint each get their
+    own message.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path (e.g. --resume-path / --weights).")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(
-            f"Cannot read checkpoint {path}: the file is truncated, corrupt or not a PyTorch checkpoint of plain "
-            f"data ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Re-download it or pick an "
-            "earlier checkpoint."
-        ) from None
+        raise ValueError(_read_error(path, e)) from None
     if not isinstance(obj, dict):
         raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict or a training checkpoint.")
+    if isinstance(obj.get("args"), argparse.Namespace):
+        obj["args"] = plain_args(obj["args"])
     return obj
 
 

@@ -1,11 +1,12 @@
 """Process-group set-up for torchrun, SLURM and plain single-process runs, and an evaluation sampler.
 
-``init_distributed(device)`` reads torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or SLURM's
-(``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``) environment and starts a process group with nccl on
-CUDA and gloo on CPU; without either it is a plain process and every helper below still works.
+``init_distributed(device)`` reads torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or, inside an ``srun``
+step, SLURM's (``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID``) environment and starts a process
+group with nccl on CUDA and gloo on CPU; without either it is a plain process and every helper below still works.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +34,32 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _env_ranks() -> tuple[int, int, int] | None:
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
-    return None
+# SLURM's own step ids (batch script, external, interactive shell and similar) are >= this; user steps start at 0.
+_SLURM_SPECIAL_STEP_IDS = 0xFFFFFFF0
+
+
+def ranks_from_environment(env: Mapping[str, str] = os.environ) -> tuple[int, int, int] | None:
+    """`(rank, world_size, local_rank)` of a torchrun worker or of a task of a multi-task `srun` step, else None.
+
+    SLURM is trusted only inside an `srun` step (`SLURM_STEP_ID` a user step, `SLURM_STEP_NUM_TASKS` its size):
+    a plain `python train.py` in an `sbatch`/`salloc` allocation also sees `SLURM_NTASKS`/`SLURM_PROCID`, but no
+    peer will ever join it, so it runs alone.
+    """
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    step = env.get("SLURM_STEP_ID", "")
+    if not step.isdigit() or int(step) >= _SLURM_SPECIAL_STEP_IDS:
+        return None
+    world_size = int(env.get("SLURM_STEP_NUM_TASKS", 1))
+    if world_size < 2:
+        return None
+    return int(env["SLURM_PROCID"]), world_size, int(env.get("SLURM_LOCALID", 0))
 
 
 def init_distributed(device: str | torch.device = "auto") -> DistState:
     """Join the process group described by the environment (if any) and pick this process's device."""
     device = resolve_device(device)
-    ranks = _env_ranks()
+    ranks = ranks_from_environment()
     if ranks is None:
         return DistState(False, 0, 1, 0, device)
     rank, world_size, local_rank = ranks
