@@ -160,7 +160,7 @@ def make_dataset_for_eval(parser: argparse.ArgumentParser, args: argparse.Namesp
         )
     preset = StereoMatchingEvalPreset(
         resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
-        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
+        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale, sparse_gt=spec.sparse_gt,
     )
     try:
         dataset = make_dataset(args.dataset, args.dataset_root, transforms=preset, for_eval=True)

@@ -67,7 +67,8 @@ class StereoMatchingTrainPreset(nn.Module):
         super().__init__()
         steps: list[nn.Module] = []
         if resize_size is not None:
-            steps.append(T.Resize(resize_size, scale_interpolation_type, sparse_gt=sparse_gt))
+            gt_resampling = "sparse" if sparse_gt else "mask-aware"
+            steps.append(T.Resize(resize_size, scale_interpolation_type, gt_resampling=gt_resampling))
         steps += [
             T.RandomRescaleAndCrop(
                 crop_size, scale_range, rescale_prob, scaling_type, scale_interpolation_type, sparse_gt=sparse_gt
@@ -103,8 +104,10 @@ class StereoMatchingEvalPreset(nn.Module):
     """Evaluation preprocessing, in one of two modes.
 
     - ``resize_size=(H, W)`` (default 384x512): the protocol of torchvision's published numbers. Images to
-      float in [0, 1], bilinear resize without antialias; disparity resized bilinearly without antialias and
-      multiplied by ``W / W_orig``; mask nearest-resized and AND-ed with ``disp > 0``; normalised.
+      float in [0, 1], bilinear resize without antialias; the raw disparity map resized bilinearly without
+      antialias (only pixels without ground truth count as 0) and multiplied by ``W / W_orig``; mask
+      nearest-resized and AND-ed with ``disp > 0``; normalised. With ``sparse_gt`` (KITTI) the valid points
+      are moved to the nearest output pixel instead of being blended with the empty pixels around them.
     - ``resize_size=None``: native resolution. Only float conversion, normalisation and the valid mask; the
       evaluation loop pads the model input and crops the prediction back.
     """
@@ -118,6 +121,7 @@ class StereoMatchingEvalPreset(nn.Module):
         max_disparity: Optional[float] = None,
         interpolation_type: str = "bilinear",
         use_grayscale: bool = False,
+        sparse_gt: bool = False,
     ) -> None:
         super().__init__()
         # Without grayscale, float conversion is fused into the resize (or the normalisation), which then
@@ -126,7 +130,8 @@ class StereoMatchingEvalPreset(nn.Module):
         if use_grayscale:
             steps += [T.ConvertImageDtype(torch.float32), T.ConvertToGrayscale()]
         if resize_size is not None:
-            steps.append(T.Resize(resize_size, interpolation_type, dtype=torch.float32))
+            gt_resampling = "sparse" if sparse_gt else "published"
+            steps.append(T.Resize(resize_size, interpolation_type, gt_resampling=gt_resampling, dtype=torch.float32))
         steps += [T.Normalize(mean, std), T.MakeValidDisparityMask(max_disparity), T.ValidateModelInput()]
         self.transforms = T.Compose(steps)
 

@@ -247,12 +247,24 @@ class Run:
     validations: dict = field(default_factory=dict)
 
 
+def validation_preset(args: argparse.Namespace, name: str):
+    """The eval preset of validation dataset `name`: the flags' protocol, `--max-disparity`, and scattering of
+    sparse ground truth where the registry says the dataset has it (KITTI)."""
+    from data.registry import dataset_spec
+    from presets import StereoMatchingEvalPreset
+
+    return StereoMatchingEvalPreset(
+        resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
+        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
+        sparse_gt=dataset_spec(name).sparse_gt,
+    )
+
+
 def setup(args: argparse.Namespace) -> Run:
     """Check every input and build the run; raises ValueError/FileNotFoundError with the fix."""
     from data.registry import make_dataset
     from models import get_model
     from models.weights import load_checked
-    from presets import StereoMatchingEvalPreset
 
     check_args(args)
     restart = restart_checkpoint(args)
@@ -292,12 +304,8 @@ def setup(args: argparse.Namespace) -> Run:
 
     val_loaders = {}
     if args.valid_frequency > 0:
-        preset = StereoMatchingEvalPreset(
-            resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std,
-            interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
-        )
         for name in args.test_datasets:
-            dataset = make_dataset(name, args.dataset_root, transforms=preset, for_eval=True)
+            dataset = make_dataset(name, args.dataset_root, transforms=validation_preset(args, name), for_eval=True)
             val_loaders[name] = make_eval_loader(dataset, args.eval_batch_size, min(args.workers, 2),
                                                  pin_memory=dist.device.type == "cuda")
 

@@ -163,12 +163,11 @@ def _target_size(size: Union[int, Sequence[int]], height: int, width: int) -> tu
 
 
 class Resize(nn.Module):
-    """Resize both views to a fixed size: the published evaluation protocol.
+    """Resize both views to a fixed size; disparity is multiplied by ``new_W / old_W``.
 
-    Images use ``interpolation_type`` without antialias. Dense disparity is resized bilinearly without
-    antialias (invalid pixels count as 0, as in torchvision's readers) and multiplied by ``new_W / old_W``;
-    masks are nearest-resized (``MakeValidDisparityMask`` later ANDs them with ``disp > 0``). With
-    ``sparse_gt`` the valid points are scattered instead (see ``scatter_sparse_disparity``).
+    Images use ``interpolation_type`` without antialias. The ground truth is resampled by
+    ``resample_ground_truth`` with ``gt_resampling``: ``"published"`` (the evaluation protocol of
+    torchvision's published numbers), ``"mask-aware"`` (training) or ``"sparse"`` (KITTI-like maps).
 
     ``dtype`` converts the images as ``ConvertImageDtype`` would before resizing; bilinear resizing then
     reads only the source rows it needs, which avoids converting the full-resolution images.
@@ -178,14 +177,14 @@ class Resize(nn.Module):
         self,
         size: Union[int, Sequence[int]],
         interpolation_type: str = "bilinear",
-        sparse_gt: bool = False,
+        gt_resampling: str = "published",
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         _target_size(size, 1, 1)
         self.size = size
         self.interpolation_type = _check_interpolation(interpolation_type)
-        self.sparse_gt = sparse_gt
+        self.gt_resampling = _check_gt_resampling(gt_resampling)
         self.dtype = dtype
 
     def _resize(self, img: Tensor, size: tuple[int, int], mode: InterpolationMode) -> Tensor:
@@ -203,23 +202,12 @@ class Resize(nn.Module):
         height, width = images[0].shape[-2:]
         new_h, new_w = _target_size(self.size, height, width)
         images = tuple(self._resize(img, (new_h, new_w), mode) for img in images)
-        scale_x = new_w / width
         out_d, out_m = [], []
         for disp, mask in zip(disparities, masks):
-            if disp is None:
-                out_d.append(None)
-                out_m.append(mask)
-                continue
-            if mask is None:
-                mask = torch.isfinite(disp[0]) & (disp[0] > 0)
-            if self.sparse_gt:
-                full = (new_h, new_w)
-                d, m = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), full, (0, 0), full)
-            else:
-                d = bilinear_resize(disp, (new_h, new_w), valid=mask).mul_(scale_x)
-                m = nearest_resize(mask, (new_h, new_w))
-            out_d.append(d)
-            out_m.append(m)
+            if disp is not None:
+                disp, mask = resample_ground_truth(disp, mask, (new_h, new_w), self.gt_resampling)
+            out_d.append(disp)
+            out_m.append(mask)
         return images, tuple(out_d), tuple(out_m)
 
 
@@ -369,6 +357,64 @@ def scatter_sparse_disparity(
     return out.view(1, ch, cw), out_mask.view(ch, cw)
 
 
+GT_RESAMPLINGS = ("published", "mask-aware", "sparse")
+
+
+def _check_gt_resampling(method: str) -> str:
+    if method not in GT_RESAMPLINGS:
+        raise ValueError(f"Unknown ground-truth resampling {method!r}: choose one of {', '.join(GT_RESAMPLINGS)}")
+    return method
+
+
+def resample_ground_truth(
+    disp: Tensor,
+    mask: Optional[Tensor],
+    size: Sequence[int],
+    method: str,
+    offset: Sequence[int] = (0, 0),
+    window: Optional[Sequence[int]] = None,
+) -> tuple[Tensor, Tensor]:
+    """Resize a ``(1, H, W)`` disparity and its ``(H, W)`` mask to ``size``, keep ``window`` at ``offset``.
+
+    The one place that decides how ground truth is resampled; disparity is multiplied by ``size[1] / W``.
+    ``method``:
+
+    - ``"published"``: torchvision's evaluation protocol. The raw map is resized bilinearly without
+      antialias, so pixels that a mask excludes but that carry a true disparity (Sintel occlusions, ETH3D's
+      occluded pixels) are resampled with their values; only pixels without any ground truth count as 0
+      (non-finite values, and the 0 that the readers store there: KITTI, InStereo2K, Middlebury's inf). The
+      mask is nearest-resized; ``MakeValidDisparityMask`` later ANDs it with ``disp > 0``.
+    - ``"mask-aware"``: for training. ``d * m`` and ``m`` are resampled and divided; an output pixel is valid
+      only where every source pixel it interpolates is valid, so neither invalid nor masked values bleed in
+      and a fully valid map stays fully valid. Invalid outputs are 0.
+    - ``"sparse"``: valid points are moved to their nearest output pixel, never blended
+      (``scatter_sparse_disparity``).
+
+    A missing mask means ``finite & disp > 0``. Returns ``(disp (1, h, w), mask (h, w))`` as float32 / bool.
+    """
+    _check_gt_resampling(method)
+    height, width = disp.shape[-2:]
+    window = tuple(size) if window is None else tuple(window)
+    if mask is None:
+        mask = torch.isfinite(disp[0]) & (disp[0] > 0)
+    if method == "sparse":
+        return scatter_sparse_disparity(disp, mask, (0, 0), (height, width), tuple(size), tuple(offset), window)
+    scale_x = size[1] / width
+    if method == "published":
+        out = resize_window(disp, size, offset, window)
+        if not bool(torch.isfinite(out).all()):  # a non-finite source pixel was read: it counts as 0
+            out = resize_window(disp, size, offset, window, valid=torch.isfinite(disp[0]))
+        (y0, x0), (win_h, win_w) = offset, window
+        return out.mul_(scale_x), nearest_resize(mask, size)[y0 : y0 + win_h, x0 : x0 + win_w]
+    if bool(mask.all()):  # e.g. SceneFlow: no validity work
+        out = resize_window(disp, size, offset, window)
+        return out.mul_(scale_x), torch.ones(window, dtype=torch.bool, device=mask.device)
+    weight = resize_window(mask[None], size, offset, window)
+    valid = weight[0] > 1.0 - 1e-4
+    out = resize_window(disp, size, offset, window, valid=mask).div_(weight.clamp_(min=1e-4))
+    return out.mul_(scale_x).masked_fill_(~valid[None], 0.0), valid
+
+
 class RandomRescaleAndCrop(nn.Module):
     """Random scale then a random ``crop_size`` window, computed only for the window.
 
@@ -379,10 +425,9 @@ class RandomRescaleAndCrop(nn.Module):
 
     The result equals resizing to ``round(H * s), round(W * s)`` without antialias (like the cv2 linear resize
     of the original CREStereo and RAFT-Stereo code) and cropping, but only the window is computed. Images use
-    ``interpolation_type``. Dense ground truth is resampled bilinearly with its validity resampled the same
-    way: an output pixel stays valid only if every source pixel it interpolates is valid, so invalid values
-    never bleed in and a fully valid map stays fully valid. With ``sparse_gt`` the valid points are moved
-    exactly instead (``scatter_sparse_disparity``). Disparity is multiplied by the horizontal scale.
+    ``interpolation_type``. Ground truth goes through ``resample_ground_truth``: ``"mask-aware"`` for dense
+    maps (an output pixel is valid only if every source pixel it interpolates is valid), ``"sparse"`` (points
+    moved, never blended) with ``sparse_gt``. Disparity is multiplied by the horizontal scale.
     """
 
     def __init__(
@@ -419,25 +464,15 @@ class RandomRescaleAndCrop(nn.Module):
         scale = max(self._draw_scale(), ch / height, cw / width)
         new_h, new_w = max(ch, round(height * scale)), max(cw, round(width * scale))
         y0, x0 = _randint(0, new_h - ch), _randint(0, new_w - cw)
-        sx = new_w / width
 
         full, offset, window = (new_h, new_w), (y0, x0), (ch, cw)
         images = tuple(_like(resize_window(img, full, offset, window, mode), img) for img in images)
+        method = "sparse" if self.sparse_gt else "mask-aware"
         out_d, out_m = [], []
         for disp, mask in zip(disparities, masks):
-            if disp is not None and mask is None:
-                mask = torch.isfinite(disp[0]) & (disp[0] > 0)
-            if disp is not None and self.sparse_gt:
-                d, mask = scatter_sparse_disparity(disp, mask, (0, 0), (height, width), full, offset, window)
-            else:
-                all_valid = mask is not None and bool(mask.all())  # e.g. SceneFlow: skip the validity work
-                valid = None if all_valid else mask
-                d = None if disp is None else resize_window(disp, full, offset, window, valid=valid).mul_(sx)
-                if all_valid:
-                    mask = torch.ones(window, dtype=torch.bool, device=mask.device)
-                elif mask is not None:
-                    mask = resize_window(mask[None], full, offset, window)[0] > 1.0 - 1e-4
-            out_d.append(d)
+            if disp is not None:
+                disp, mask = resample_ground_truth(disp, mask, full, method, offset, window)
+            out_d.append(disp)
             out_m.append(mask)
         return images, tuple(out_d), tuple(out_m)
 

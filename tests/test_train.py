@@ -133,3 +133,19 @@ def _finished(tmp_path):
 def test_existing_run_is_not_overwritten(tmp_path):
     (tmp_path / "crestereo.pth").write_bytes(b"x")
     assert "exists from an earlier run" in bad(tmp_path)
+
+
+def test_validation_preset_scatters_sparse_ground_truth_and_caps_disparity(tmp_path):
+    args = parse(tmp_path, "--max-disparity", "30", "--eval-size", "48", "64")
+    train.check_args(args)
+    g = torch.Generator().manual_seed(0)
+    images = tuple(torch.randint(0, 256, (3, 40, 100), dtype=torch.uint8, generator=g) for _ in range(2))
+    mask = torch.rand(40, 100, generator=g) < 0.3
+    disp = torch.where(mask, 10 + 30 * torch.rand(40, 100, generator=g), 0.0)[None]
+    scale = 64 / 100
+    for name, sparse in (("kitti2015-train", True), ("middlebury2014-train", False)):
+        _, (out_d, _), (out_m, _) = train.validation_preset(args, name)(images, (disp, None), (mask, None))
+        assert out_m.any() and (out_d[0][out_m] < 30).all()
+        # KITTI's points are moved, never blended with the empty pixels around them.
+        is_source_value = torch.isin(out_d[0][out_m], disp[0][mask] * scale)
+        assert bool(is_source_value.all()) == sparse
