@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import get_model
+from utils import cli
+from utils.distributed import resolve_device
 from utils.losses import sequence_loss
 
 # torchvision's reference implementation on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations
@@ -92,13 +94,13 @@ def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[floa
 
 
 def model_mode(args: argparse.Namespace) -> list[dict]:
-    device = torch.device(args.device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    device = resolve_device(args.device)
+    dtype = cli.autocast_dtype(args.dtype, device) or torch.float32
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     torch.manual_seed(0)
     h, w = args.size
-    left, right = (torch.rand(2, args.batch, 3, h, w, device=device) * 2 - 1).unbind(0)
-    disparity = torch.rand(args.batch, 1, h, w, device=device) * 32
+    left, right = (torch.rand(2, args.batch_size, 3, h, w, device=device) * 2 - 1).unbind(0)
+    disparity = torch.rand(args.batch_size, 1, h, w, device=device) * 32
     rows = []
     for task in args.tasks:
         for checkpointing in ([False, True] if task == "train" else [False]):
@@ -109,14 +111,14 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
 
                 def call():
                     with torch.no_grad(), autocast:
-                        return forward(left, right, num_iters=args.iters, return_all=False)
+                        return forward(left, right, num_iters=args.n_iterations, return_all=False)
             else:
                 model.train()
 
                 def call():
                     model.zero_grad(set_to_none=True)
                     with autocast:
-                        predictions = forward(left, right, num_iters=args.iters)
+                        predictions = forward(left, right, num_iters=args.n_iterations)
                     sequence_loss(predictions, disparity, None, average="all").backward()
 
             # The warm-up call counts the work (convolutions and matrix products); a compiled model is counted
@@ -129,7 +131,7 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                         call()
                     return
                 with counter:
-                    model_call(model, task, left, right, disparity, args.iters)
+                    model_call(model, task, left, right, disparity, args.n_iterations)
                 call()
 
             peak, cpu_peak = conv_peak(device, dtype, args.runs)  # next to each task: the machine may be shared
@@ -138,13 +140,13 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
             row = {
                 "task": task,
                 "checkpointing": checkpointing,
-                "dtype": args.dtype,
+                "dtype": str(dtype).removeprefix("torch."),
                 "compile": args.compile,
                 "device": str(device),
                 "threads": torch.get_num_threads(),
-                "batch": args.batch,
+                "batch": args.batch_size,
                 "size": [h, w],
-                "iters": args.iters,
+                "iters": args.n_iterations,
                 **result,
                 "gflop": gflop,
                 "gflop_per_s": gflop / result["median_s"],
@@ -156,7 +158,7 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 row["cpu_gflop_per_s"] = gflop / result["cpu_median_s"]
                 row["cpu_conv_peak_gflop_per_s"] = cpu_peak
                 row["cpu_fraction_of_peak"] = row["cpu_gflop_per_s"] / cpu_peak
-            if device.type == "cpu" and args.batch == 1 and (h, w) == (384, 512) and args.iters == 10:
+            if device.type == "cpu" and args.batch_size == 1 and (h, w) == (384, 512) and args.n_iterations == 10:
                 ref = REFERENCE[task]
                 row["reference_s_here"] = ref["gflop"] / (ref["efficiency"] * peak)
                 row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
@@ -212,11 +214,11 @@ def data_mode(args: argparse.Namespace) -> list[dict]:
     from data.mixture import MixtureSampler, make_training_mixture
 
     if args.samples < 1 or args.batches < 1 or min(args.workers) < 0:
-        raise SystemExit("error: --samples and --batches must be at least 1 and --workers at least 0")
+        raise ValueError("--samples and --batches must be at least 1 and --workers at least 0")
     try:
         mixture = make_training_mixture(args, world_size=1)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
     generator = torch.Generator().manual_seed(args.seed)
     cpu = torch.device("cpu")
     rows = []
@@ -279,13 +281,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="crestereo_base")
     model.add_argument("--tasks", nargs="+", choices=["eval", "train"], default=["eval", "train"])
     model.add_argument("--size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"))
-    model.add_argument("--batch", type=int, default=1)
-    model.add_argument("--iters", type=int, default=10)
+    model.add_argument(*cli.BATCH_SIZE_FLAGS, dest="batch_size", type=int, default=1)
+    cli.add_iteration_arguments(model, iterations=10)
     model.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (median reported)")
-    model.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
-    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    model.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    cli.add_runtime_arguments(model)
     model.add_argument("--json", default=None, help="write the results to this JSON file")
     add_data_parser(modes)
     return parser
@@ -305,4 +305,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

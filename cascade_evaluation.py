@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from utils import cli
+from utils.cli import load_model_from_args
 from utils.distributed import cleanup, init_distributed, is_main_process
 from utils.evaluation import evaluate, make_eval_loader, size_divisor
 from utils.metrics import AVAILABLE_METRICS
@@ -30,74 +32,36 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="PyTorch Stereo Matching Evaluation")
     parser.add_argument("--dataset", default="middlebury2014-train", help="dataset registry name (with ground truth)")
     parser.add_argument("--dataset-root", default="", help="root folder of the datasets")
-    parser.add_argument(
-        "--weights", default=None, help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth path"
-    )
-    parser.add_argument(
-        "--checkpoint", default=None, help="one of our training checkpoints, or a raw state dict with --model"
-    )
-    parser.add_argument("--model", default="crestereo_base", help="model name for --weights and raw state dicts")
-    parser.add_argument("--batch-size", default=1, type=int, help="1 gives the published per-image averages")
-    parser.add_argument("--workers", default=0, type=int, help="data-loading worker processes")
-    parser.add_argument(
-        "--eval-size", default=["384", "512"], nargs="+",
-        help="H W to resize every sample to (published protocol: 384 512), or 'native' for the original resolution",
-    )
-    parser.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
-    parser.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
-    parser.add_argument("--use-grayscale", action="store_true", help="grayscale inputs (3 identical channels)")
-    parser.add_argument("--interpolation-strategy", default="bilinear", choices=["bilinear", "bicubic", "mixed"],
-                        help="image interpolation of the --eval-size resize")
-    parser.add_argument(
-        "--max-disparity", default=None, type=float, help="ignore ground truth at or above this disparity"
-    )
-    parser.add_argument(
-        "--n_iterations", "--n-iterations", dest="n_iterations", default=[2, 5, 10, 20], type=int, nargs="+"
-    )
-    parser.add_argument("--n_cascades", "--n-cascades", dest="n_cascades", default=[1, 2], type=int, nargs="+")
-    parser.add_argument(
+    cli.add_model_arguments(parser)
+    protocol = cli.add_eval_protocol_arguments(parser)
+    protocol.add_argument("--workers", default=0, type=int, help="data-loading worker processes")
+    cli.add_iteration_arguments(protocol, iterations=[2, 5, 10, 20], cascades=[1, 2])
+    protocol.add_argument(
         "--metrics", default=DEFAULT_LOG_METRICS, nargs="+", choices=AVAILABLE_METRICS,
         help="metrics of the log, in order; fl-all is always added",
     )
-    parser.add_argument("--mixed-precision", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument(
+    protocol.add_argument(
         "--padder-type", default="kitti", choices=list(PADDER_MODES) + ["none"],
         help="where padding to the model's size multiple goes; 'none' requires sizes that are multiples already",
     )
+    cli.add_runtime_arguments(parser)
     parser.add_argument("--output-dir", default=".", help="folder for the log, the JSON and --save-images figures")
     parser.add_argument("--save-images", action="store_true", help="save a figure per sample and configuration")
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject bad flag combinations with one clear message each, before anything is loaded."""
-    if (args.weights is None) == (args.checkpoint is None):
-        parser.error(
-            "give exactly one of --weights (published weights or a .pth) and --checkpoint (a training checkpoint)"
-        )
-    if args.eval_size == ["native"]:
-        args.eval_size = None
-        if args.batch_size != 1:
-            parser.error("--eval-size native keeps each image's own size, so it needs --batch-size 1")
-    else:
-        try:
-            args.eval_size = [int(v) for v in args.eval_size]
-        except ValueError:
-            args.eval_size = []
-        if len(args.eval_size) != 2 or min(args.eval_size) < 1:
-            parser.error("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'")
-    if min(args.n_cascades) < 1 or min(args.n_iterations) < 1:
-        parser.error("--n-cascades and --n-iterations take integers of at least 1")
-    args.n_cascades, args.n_iterations = list(dict.fromkeys(args.n_cascades)), list(dict.fromkeys(args.n_iterations))
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad flag combinations with one clear message each (ValueError), before anything is loaded."""
+    cli.check_model_source(args)
     if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+        raise ValueError("--batch-size must be at least 1")
+    args.eval_size = cli.parse_eval_size(args.eval_size, args.batch_size)
+    cli.check_iterations(args.n_iterations, args.n_cascades)
+    args.n_cascades, args.n_iterations = list(dict.fromkeys(args.n_cascades)), list(dict.fromkeys(args.n_iterations))
     if len(args.norm_mean) != 3 or len(args.norm_std) != 3:
-        parser.error("--norm-mean and --norm-std take three values (R G B)")
+        raise ValueError("--norm-mean and --norm-std take three values (R G B)")
     if "fl-all" not in args.metrics:
         args.metrics = list(args.metrics) + ["fl-all"]
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist")
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -127,47 +91,24 @@ def format_log(dataset: str, eval_size: list[int] | None, results: dict, cascade
     return "\n".join(lines) + "\n"
 
 
-def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
-    """The model and its name (a training checkpoint names its own model; otherwise ``--model``)."""
-    from models import get_model
-
-    try:
-        if args.weights is not None:
-            return get_model(args.model, weights=args.weights), args.model
-        from models.weights import load_checked
-        from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
-
-        state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
-        model = get_model(name or args.model)
-        load_checked(model, state, f"--checkpoint {args.checkpoint}")
-        return model, name or args.model
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        parser.error(f"cannot build the model: {e}")
-
-
-def make_dataset_for_eval(parser: argparse.ArgumentParser, args: argparse.Namespace):
+def make_dataset_for_eval(args: argparse.Namespace):
+    """``--dataset`` with the evaluation preset of the protocol flags; raises ValueError naming the fix."""
     from data.registry import dataset_spec, make_dataset
-    from presets import StereoMatchingEvalPreset
+    from presets import eval_preset_from_args
 
-    try:
-        spec = dataset_spec(args.dataset)
-    except (ValueError, KeyError) as e:
-        parser.error(str(e))
+    spec = dataset_spec(args.dataset)
     if not spec.has_gt:
-        parser.error(
+        raise ValueError(
             f"dataset {args.dataset} has no ground-truth disparity; evaluate a split with ground truth "
             "(e.g. middlebury2014-train)"
         )
-    preset = StereoMatchingEvalPreset(
-        resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
-        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale, sparse_gt=spec.sparse_gt,
-    )
+    preset = eval_preset_from_args(args, sparse_gt=spec.sparse_gt)
     try:
         dataset = make_dataset(args.dataset, args.dataset_root, transforms=preset, for_eval=True)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        parser.error(str(e))
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(str(e)) from None
     if len(dataset) == 0:
-        parser.error(f"dataset {args.dataset} under {args.dataset_root!r} is empty; check --dataset-root")
+        raise ValueError(f"dataset {args.dataset} under {args.dataset_root!r} is empty; check --dataset-root")
     return dataset
 
 
@@ -189,41 +130,38 @@ def image_saver(args: argparse.Namespace, folder: Path):
     return save
 
 
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    try:
-        state = init_distributed(args.device)
-    except RuntimeError as e:
-        parser.error(str(e))
+def main(args: argparse.Namespace) -> None:
+    """Evaluate and write the log; bad input raises ValueError (`cli.run` reports it)."""
+    state = init_distributed(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     output_dir = Path(args.output_dir)
     try:  # fail now rather than after hours of evaluation
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        parser.error(f"cannot create --output-dir {output_dir}: {e}")
-    dataset = make_dataset_for_eval(parser, args)
-    model, model_name = load_model(parser, args)
+        raise ValueError(f"cannot create --output-dir {output_dir}: {e}") from None
+    dataset = make_dataset_for_eval(args)
+    model, model_name = load_model_from_args(args)
     model.to(state.device)
     if args.padder_type == "none" and args.eval_size is not None:
         divisor = size_divisor(model, max(args.n_cascades))
         if any(s % divisor for s in args.eval_size):
-            parser.error(
+            raise ValueError(
                 f"--eval-size {args.eval_size} is not divisible by {divisor}, which {max(args.n_cascades)} cascade(s) "
                 "need; pick a multiple or use --padder-type kitti/sintel"
             )
 
     name = run_name(args)
     loader = make_eval_loader(dataset, args.batch_size, args.workers, pin_memory=state.device.type == "cuda")
-    autocast_dtype = None
-    if args.mixed_precision:
-        autocast_dtype = torch.float16 if state.device.type == "cuda" else torch.bfloat16
     try:
         results = evaluate(
             model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
-            padder_type=args.padder_type, autocast_dtype=autocast_dtype,
+            padder_type=args.padder_type, autocast_dtype=cli.autocast_dtype(args.dtype, state.device),
             on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
             desc=f"{args.dataset} evaluation",
         )
     except ValueError as e:  # inputs the model rejects (size, iterations), found on the first batch
-        parser.error(f"evaluation stopped: {e}")
+        raise ValueError(f"evaluation stopped: {e}") from None
 
     if is_main_process():
         size = args.eval_size if args.eval_size is not None else "native"
@@ -252,7 +190,4 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    args = parser.parse_args()
-    check_args(parser, args)
-    main(args, parser)
+    cli.run(main, get_args_parser(), check_args)

@@ -31,8 +31,9 @@ from tqdm import tqdm  # noqa: E402
 
 import transforms as T  # noqa: E402
 from data.mixture import TrainingMixture, add_mixture_arguments, check_crop_fits, make_train_transform  # noqa: E402
-from data.mixture import sample_seed  # noqa: E402
+from data.mixture import check_dataset_steps, sample_seed  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
+from utils import cli  # noqa: E402
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99, 99.9)
 BIN_WIDTH = 0.125  # px; percentiles read from the histogram are exact to this width
@@ -317,31 +318,35 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Run the analysis, write ``<output-dir>/<name>.png`` and ``.json``, print the table; returns the report."""
+def check_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no file (ValueError naming the fix)."""
     names = args.train_datasets
     if len(set(names)) != len(names):
-        raise SystemExit("error: give each --train-datasets name once; weight datasets with --dataset-steps")
-    mixture = len(names) > 1
-    if mixture and len(args.dataset_steps) != len(names):
-        raise SystemExit(
-            f"error: --dataset-steps has {len(args.dataset_steps)} values for {len(names)} --train-datasets; "
-            "give one value per dataset"
-        )
+        raise ValueError("give each --train-datasets name once; weight datasets with --dataset-steps")
+    if len(names) > 1:
+        check_dataset_steps(names, args.dataset_steps)
     if args.num_samples < 1 or args.world_size < 1:
-        raise SystemExit("error: --num-samples and --world-size must be at least 1")
+        raise ValueError("--num-samples and --world-size must be at least 1")
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the analysis, write ``<output-dir>/<name>.png`` and ``.json``, print the table; returns the report.
+    Bad input raises ValueError (`cli.run` reports it)."""
+    check_args(args)
+    names = args.train_datasets
+    mixture = len(names) > 1
     try:
         presets = {name: make_train_transform(args, name) for name in names}
         datasets = {name: make_dataset(name, args.dataset_root) for name in names}
         for name, dataset in datasets.items():
             check_crop_fits(args, name, dataset)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
     output = Path(args.output_dir)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SystemExit(f"error: cannot create --output-dir {output} ({e.strerror})") from None
+        raise ValueError(f"cannot create --output-dir {output} ({e.strerror})") from None
     results = analyse(
         datasets, presets, num_samples=args.num_samples, seed=args.seed,
         dataset_steps=args.dataset_steps if mixture else None, steps_is_epochs=args.steps_is_epochs,
@@ -359,4 +364,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

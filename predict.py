@@ -27,10 +27,10 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.io import read_image, write_pfm  # noqa: E402
-from models import get_model  # noqa: E402
-from models.weights import load_checked  # noqa: E402
 from presets import StereoMatchingEvalPreset  # noqa: E402
-from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
+from utils import cli  # noqa: E402
+from utils.cli import load_model_from_args  # noqa: E402
+from utils.distributed import resolve_device  # noqa: E402
 from utils.evaluation import cascade_inference  # noqa: E402
 from utils.padder import InputPadder  # noqa: E402
 
@@ -58,12 +58,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--left", required=True, help="left image, glob pattern (quote it) or folder")
     parser.add_argument("--right", required=True, help="right image, glob pattern or folder, paired in sorted order")
     parser.add_argument("--output-dir", required=True, help="where the outputs go (created if needed)")
-    parser.add_argument("--model", default="crestereo_base", help="model name (ignored for our checkpoints)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="weights enum name (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth file")
-    source.add_argument("--checkpoint", help="a training checkpoint of train.py or a raw state dict")
-    parser.add_argument("--n-cascades", type=int, default=1, help="coarse-to-fine cascade levels")
-    parser.add_argument("--n-iterations", type=int, default=10, help="recurrent updates per cascade level")
+    model = cli.add_model_arguments(parser)
+    cli.add_iteration_arguments(model, iterations=10, cascades=1)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--inference-size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size")
     size.add_argument("--scale", type=float, help="run the model at this fraction of the input size (e.g. 0.5)")
@@ -73,30 +69,24 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="disparity at the top of the colour scale; fix it to compare frames (default: per image)")
     parser.add_argument("--focal", type=float, default=None, help="focal length in pixels of the input images")
     parser.add_argument("--baseline", type=float, default=None, help="baseline; depth comes out in the same unit")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="autocast dtype of the forward pass")
+    cli.add_runtime_arguments(parser)
     return parser
 
 
-def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Reject bad flags with one message naming the fix, before any file or model is touched."""
-    if args.n_cascades < 1 or args.n_iterations < 1:
-        parser.error("--n-cascades and --n-iterations must be at least 1")
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad flags with one message naming the fix (ValueError), before any file or model is touched."""
+    cli.check_model_source(args)
+    cli.check_iterations(args.n_iterations, args.n_cascades)
     if (args.focal is None) != (args.baseline is None):
-        parser.error("metric depth needs both --focal (pixels) and --baseline; give both or neither")
+        raise ValueError("metric depth needs both --focal (pixels) and --baseline; give both or neither")
     if args.focal is not None and (args.focal <= 0 or args.baseline <= 0):
-        parser.error("--focal and --baseline must be positive")
+        raise ValueError("--focal and --baseline must be positive")
     if args.inference_size is not None and min(args.inference_size) < 1:
-        parser.error("--inference-size needs two positive integers H W")
+        raise ValueError("--inference-size needs two positive integers H W")
     if args.scale is not None and args.scale <= 0:
-        parser.error("--scale must be positive, e.g. 0.5 to halve both sides")
+        raise ValueError("--scale must be positive, e.g. 0.5 to halve both sides")
     if args.color_max is not None and args.color_max <= 0:
-        parser.error("--color-max must be positive")
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist")
-    if args.weights is not None and args.weights.endswith((".pth", ".pt")) and not Path(args.weights).is_file():
-        parser.error(f"--weights {args.weights} does not exist; give an existing .pth file or a weights enum name")
+        raise ValueError("--color-max must be positive")
 
 
 def expand_inputs(spec: str) -> list[Path]:
@@ -129,13 +119,13 @@ def collect_pairs(left: str, right: str) -> list[Pair]:
     lefts, rights = expand_inputs(left), expand_inputs(right)
     if not lefts or not rights:
         missing = left if not lefts else right
-        raise SystemExit(
-            f"error: no images found for {missing!r}; give an existing image, a folder of images "
+        raise ValueError(
+            f"no images found for {missing!r}; give an existing image, a folder of images "
             f"({', '.join(IMAGE_EXTENSIONS)}) or a quoted glob pattern"
         )
     if len(lefts) != len(rights):
-        raise SystemExit(
-            f"error: found {len(lefts)} left and {len(rights)} right images; pairs are matched in sorted order, "
+        raise ValueError(
+            f"found {len(lefts)} left and {len(rights)} right images; pairs are matched in sorted order, "
             "so both sides need the same number of files"
         )
     return [Pair(lp, rp, name) for lp, rp, name in zip(lefts, rights, output_names(lefts))]
@@ -148,31 +138,7 @@ def check_output_dir(path: Path) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise SystemExit(f"error: cannot write to --output-dir {path} ({e.strerror}); pick a writable folder") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
-    return device
-
-
-def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
-    """The model from --weights (enum name or .pth) or --checkpoint (our training checkpoint or a state dict)."""
-    try:
-        if args.checkpoint is not None:
-            state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
-            model = get_model(name or args.model)
-            load_checked(model, state, f"--checkpoint {args.checkpoint}")
-        else:
-            model = get_model(args.model, weights=args.weights)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        # OSError covers a missing file and a failed download (no network: pass a local .pth instead).
-        raise SystemExit(f"error: cannot load the model: {e}") from None
-    return model.to(device).eval()
+        raise ValueError(f"cannot write to --output-dir {path} ({e.strerror}); pick a writable folder") from None
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -286,7 +252,8 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
     try:
         disparity = predict_disparity(
             model, left, right, num_iters=args.n_iterations, num_cascades=args.n_cascades,
-            size=model_size(left.shape[1], left.shape[2], args), dtype=getattr(torch, args.dtype),
+            size=model_size(left.shape[1], left.shape[2], args),
+            dtype=cli.autocast_dtype(args.dtype, device) or torch.float32,
         ).numpy()
     except torch.OutOfMemoryError:
         if device.type == "cuda":
@@ -302,10 +269,13 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
 
 
 def main(args: argparse.Namespace) -> int:
+    """Predict every pair; 1 if any pair failed. Bad input raises ValueError (`cli.run` reports it)."""
     pairs = collect_pairs(args.left, args.right)
     check_output_dir(Path(args.output_dir))
     device = resolve_device(args.device)
-    model = load_model(args, device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load_model_from_args(args)[0].to(device).eval()
     failures = []
     for pair in tqdm(pairs, desc="predict", unit="pair", disable=len(pairs) == 1):
         try:
@@ -321,7 +291,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    arguments = parser.parse_args()
-    check_args(arguments, parser)
-    sys.exit(main(arguments))
+    sys.exit(cli.run(main, get_args_parser(), check_args))

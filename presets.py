@@ -155,3 +155,15 @@ def eval_preset_from_weights(weights: Any, **overrides: Any) -> StereoMatchingEv
         kwargs["interpolation_type"] = getattr(interpolation, "value", interpolation)  # InterpolationMode or str
     kwargs.update(overrides)
     return StereoMatchingEvalPreset(**kwargs)
+
+
+def eval_preset_from_args(args: Any, **overrides: Any) -> StereoMatchingEvalPreset:
+    """The eval preset of the evaluation-protocol flags (``--eval-size`` already parsed, ``--norm-mean``,
+    ``--norm-std``, ``--max-disparity``, ``--interpolation-strategy``, ``--use-grayscale``), as
+    cascade_evaluation.py and train.py's validation build it; ``overrides`` win (e.g. ``sparse_gt``)."""
+    kwargs = dict(
+        resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
+        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
+    )
+    kwargs.update(overrides)
+    return StereoMatchingEvalPreset(**kwargs)

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.collate import stereo_collate
-from data.mixture import MixtureSampler, add_mixture_arguments, make_training_mixture
+from data.mixture import MixtureSampler, add_mixture_arguments, check_dataset_steps, make_training_mixture
+from utils import cli
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint, plain_args, rng_state, save_checkpoint
 from utils.checkpoint import set_rng_state
 from utils.distributed import all_reduce_sum, cleanup, init_distributed, is_main_process
@@ -58,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="crestereo_base", help="model registry name")
     parser.add_argument("--weights", default=None, help="published weights (e.g. CREStereo_Base_Weights.MEGVII_V1) "
                         "or a .pth to fine-tune from")
-    parser.add_argument("--recurrent-updates", default=10, type=int, help="refinement iterations (num_iters)")
+    parser.add_argument(*cli.ITERATIONS_FLAGS, dest="recurrent_updates", default=10, type=int,
+                        help="refinement iterations (num_iters) in training and validation")
     parser.add_argument("--freeze-batch-norm", action="store_true", help="keep BatchNorm layers in eval mode")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     parser.add_argument("--activation-checkpointing", action="store_true",
@@ -114,22 +116,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in args.test_datasets:
         if not dataset_spec(name).has_gt:
             raise ValueError(f"--test-datasets {name} has no ground truth; validate on a split with ground truth.")
-    if len(args.dataset_steps) != len(args.train_datasets):
-        raise ValueError(
-            f"--dataset-steps has {len(args.dataset_steps)} values for {len(args.train_datasets)} --train-datasets; "
-            "give one value per dataset."
-        )
-    if args.eval_size == ["native"]:
-        args.eval_size = None
-        if args.eval_batch_size != 1:
-            raise ValueError("--eval-size native keeps each image's size, so it needs --eval-batch-size 1.")
-    else:
-        try:
-            args.eval_size = [int(v) for v in args.eval_size]
-        except (TypeError, ValueError):
-            args.eval_size = []
-        if len(args.eval_size) != 2 or min(args.eval_size) < 1:
-            raise ValueError("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'.")
+    check_dataset_steps(args.train_datasets, args.dataset_steps)
+    args.eval_size = cli.parse_eval_size(args.eval_size, args.eval_batch_size, "--eval-batch-size")
     for flag in ("batch_size", "eval_batch_size", "recurrent_updates", "save_frequency", "print_frequency",
                  "tensorboard_log_frequency", "max_nonfinite_steps"):
         if getattr(args, flag) < 1:
@@ -251,13 +239,9 @@ def validation_preset(args: argparse.Namespace, name: str):
     """The eval preset of validation dataset `name`: the flags' protocol, `--max-disparity`, and scattering of
     sparse ground truth where the registry says the dataset has it (KITTI)."""
     from data.registry import dataset_spec
-    from presets import StereoMatchingEvalPreset
+    from presets import eval_preset_from_args
 
-    return StereoMatchingEvalPreset(
-        resize_size=args.eval_size, mean=args.norm_mean, std=args.norm_std, max_disparity=args.max_disparity,
-        interpolation_type=args.interpolation_strategy, use_grayscale=args.use_grayscale,
-        sparse_gt=dataset_spec(name).sparse_gt,
-    )
+    return eval_preset_from_args(args, sparse_gt=dataset_spec(name).sparse_gt)
 
 
 def setup(args: argparse.Namespace) -> Run:

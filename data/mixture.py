@@ -18,6 +18,15 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
+def check_dataset_steps(names: Sequence[str], dataset_steps: Sequence[int]) -> None:
+    """One ``--dataset-steps`` value per ``--train-datasets`` name (ValueError naming the fix otherwise)."""
+    if len(dataset_steps) != len(names):
+        raise ValueError(
+            f"--dataset-steps has {len(dataset_steps)} values for {len(names)} --train-datasets "
+            f"({' '.join(names)}); give one value per dataset."
+        )
+
+
 def sample_seed(seed: int, position: int) -> int:
     """The augmentation seed of mixture position `position`."""
     return (seed * 0x9E3779B97F4A7C15 + position) % (2**63)
@@ -38,11 +47,7 @@ class TrainingMixture(Dataset):
         names: Sequence[str] | None = None,
     ):
         self.names = list(names) if names is not None else [f"dataset{i}" for i in range(len(datasets))]
-        if len(datasets) != len(dataset_steps):
-            raise ValueError(
-                f"--dataset-steps has {len(dataset_steps)} values for {len(datasets)} --train-datasets "
-                f"({' '.join(self.names)}); give one value per dataset."
-            )
+        check_dataset_steps(self.names, dataset_steps)
         if any(s < 0 for s in dataset_steps) or sum(dataset_steps) <= 0:
             raise ValueError(f"--dataset-steps must be >= 0 and sum to at least 1, got {list(dataset_steps)}.")
         if batch_size < 1 or world_size < 1:
@@ -222,11 +227,7 @@ def make_training_mixture(args, world_size: int) -> TrainingMixture:
         spec = dataset_spec(name)
         if not spec.has_gt:
             raise ValueError(f"Training dataset {name} has no ground truth; pick a training split.")
-    if len(args.dataset_steps) != len(args.train_datasets):
-        raise ValueError(
-            f"--dataset-steps has {len(args.dataset_steps)} values for {len(args.train_datasets)} --train-datasets; "
-            "give one value per dataset."
-        )
+    check_dataset_steps(args.train_datasets, args.dataset_steps)
     datasets = []
     for name in args.train_datasets:
         check_crop_fits(args, name, make_dataset(name, args.dataset_root))

@@ -37,6 +37,7 @@ __all__ = [
     "get_model",
     "get_weight",
     "list_models",
+    "load_checked",
 ]
 
 _MODELS: dict[str, tuple[Callable[..., nn.Module], type[WeightsEnum]]] = {

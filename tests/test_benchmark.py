@@ -3,6 +3,7 @@ import json
 import pytest
 
 import benchmark
+from utils import cli
 
 
 def run(argv):
@@ -28,11 +29,15 @@ def test_data_mode_times_every_dataset_and_the_mixture(tmp_path, capsys):
     assert "samples/s" in capsys.readouterr().out
 
 
-def test_data_mode_rejects_bad_flags_before_reading(tmp_path):
-    with pytest.raises(SystemExit, match="one value per dataset"):
-        run(["data", "--train-datasets", "synthetic", "synthetic-val", "--json", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit, match="at least 1"):
-        run(["data", "--train-datasets", "synthetic", "--samples", "0", "--json", str(tmp_path / "x.json")])
+def test_data_mode_rejects_bad_flags_before_reading(tmp_path, capsys):
+    for argv, message in [
+        (["--train-datasets", "synthetic", "synthetic-val"], "one value per dataset"),
+        (["--train-datasets", "synthetic", "--samples", "0"], "at least 1"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(benchmark.main, benchmark.get_args_parser(), argv=["data", *argv, "--json", str(tmp_path / "x")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
@@ -40,3 +45,4 @@ def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
                   "--json", str(tmp_path / "model.json")])
     (row,) = report["results"]
     assert row["task"] == "eval" and row["size"] == [32, 32] and row["median_s"] > 0 and row["gflop"] > 0
+    assert (row["iters"], row["batch"], row["dtype"]) == (2, 1, "float32")

@@ -4,6 +4,7 @@ import re
 import pytest
 
 from cascade_evaluation import check_args, format_log, get_args_parser, run_name
+from utils import cli
 
 # The published log of CREStereo_Base_Weights.CRESTEREO_ETH_MBL_V1 (recipes.md), verbatim.
 PUBLISHED = """Dataset: middlebury2014-train @size: [384, 512]:
@@ -64,13 +65,12 @@ def test_log_follows_flag_order_and_native_size():
 
 
 def _args(*argv):
-    parser = get_args_parser()
-    args = parser.parse_args(list(argv))
-    check_args(parser, args)
-    return args
+    return cli.parse_args(get_args_parser(), check_args, list(argv))
 
 
-def test_defaults_sweep_the_published_table_and_both_spellings_work():
+def test_defaults_sweep_the_published_table_and_both_spellings_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pth").touch()  # --weights files must exist
     args = _args("--weights", "CREStereo_Base_Weights.MEGVII_V1")
     assert (args.n_cascades, args.n_iterations, args.eval_size) == ([1, 2], [2, 5, 10, 20], [384, 512])
     assert args.metrics == ["mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all"]
@@ -96,6 +96,7 @@ def test_output_names_are_file_stems_inside_the_output_dir(tmp_path):
     [
         ([], "exactly one of --weights"),
         (["--weights", "W.X", "--checkpoint", "c.pth"], "exactly one of --weights"),
+        (["--weights", "missing.pth"], "missing.pth does not exist"),
         (["--weights", "W.X", "--eval-size", "384"], "two positive integers"),
         (["--weights", "W.X", "--eval-size", "native", "--batch-size", "2"], "--batch-size 1"),
         (["--weights", "W.X", "--n-cascades", "0"], "at least 1"),
@@ -112,10 +113,7 @@ def test_bad_flags_get_one_clear_message(argv, message, capsys):
 def _run(argv):
     import cascade_evaluation
 
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    cascade_evaluation.main(args, parser)
+    cli.run(cascade_evaluation.main, get_args_parser(), check_args, argv)
 
 
 @pytest.fixture
@@ -133,7 +131,7 @@ def no_model(monkeypatch):
     def fail(*_):
         raise AssertionError("the model must not be built for bad input")
 
-    monkeypatch.setattr(cascade_evaluation, "load_model", fail)
+    monkeypatch.setattr(cascade_evaluation, "load_model_from_args", fail)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import disparity_eda as eda
 from data.mixture import TrainingMixture
 from data.synthetic import SyntheticStereo
 from presets import StereoMatchingTrainPreset
+from utils import cli
 
 
 def synthetic(low: float, high: float, seed: int = 0) -> SyntheticStereo:
@@ -102,10 +103,13 @@ def test_command_line_writes_figure_json_and_table(tmp_path, capsys):
         (["--train-datasets", "sintel", "--dataset-root", "/nonexistent"], "does not exist"),
     ],
 )
-def test_bad_input_gives_one_clear_message(argv, message, tmp_path):
+def test_bad_input_gives_one_clear_message(argv, message, tmp_path, capsys):
     args = eda.get_args_parser().parse_args(argv + ["--output-dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ValueError, match=message):
         eda.main(args)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(eda.main, eda.get_args_parser(), argv=argv + ["--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_mixture_crops_are_the_crops_train_py_reads():

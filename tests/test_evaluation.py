@@ -181,7 +181,7 @@ def test_init_distributed_reads_the_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: no process group needed
     assert init_distributed("auto") == DistState(False, 0, 1, 0, resolve_device("auto"))
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="--device cpu"):
+        with pytest.raises(ValueError, match="--device cpu"):
             init_distributed("cuda")
 
 

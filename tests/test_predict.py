@@ -6,6 +6,7 @@ from PIL import Image
 import predict
 from data.io import read_pfm, read_png_disparity
 from models import get_model
+from utils import cli
 
 
 def write_image(path, height, width, seed=0):
@@ -34,12 +35,10 @@ class WidthModel(torch.nn.Module):
 
 
 def run(argv, monkeypatch=None, model=None):
-    parser = predict.get_args_parser()
-    args = parser.parse_args(argv)
-    predict.check_args(args, parser)
+    """predict.py's command line: parse, check, main; bad input exits with status 2 and its message on stderr."""
     if model is not None:
-        monkeypatch.setattr(predict, "load_model", lambda args, device: model)
-    return predict.main(args)
+        monkeypatch.setattr(predict, "load_model_from_args", lambda args: (model, "stub"))
+    return cli.run(predict.main, predict.get_args_parser(), predict.check_args, argv)
 
 
 @pytest.fixture(scope="module")
@@ -134,33 +133,34 @@ def test_output_names_never_collide():
     (["--n-iterations", "0"], "at least 1"),
 ])
 def test_bad_flags_are_rejected_before_any_work(tmp_path, argv, message, capsys):
-    parser = predict.get_args_parser()
-    args = parser.parse_args(["--left", "l", "--right", "r", "--weights", "w", "--output-dir", str(tmp_path), *argv])
-    with pytest.raises(SystemExit):
-        predict.check_args(args, parser)
-    assert message in capsys.readouterr().err
+    argv = ["--left", "l", "--right", "r", "--weights", "w", "--output-dir", str(tmp_path), *argv]
+    with pytest.raises(ValueError, match=message):
+        predict.check_args(predict.get_args_parser().parse_args(argv))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(predict.get_args_parser(), predict.check_args, argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_missing_inputs_weights_and_unwritable_output(tmp_path, monkeypatch, capsys):
+    def fails(argv, message, model=None):
+        with pytest.raises(SystemExit) as exit_info:
+            run(argv, monkeypatch, model)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
     left = write_image(tmp_path / "l.png", 20, 30)
-    with pytest.raises(SystemExit, match="no images found"):
-        run(["--left", str(tmp_path / "nothing*.png"), "--right", str(left), "--weights", "w", "--output-dir",
-             str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="1 left and 2 right"):
-        write_image(tmp_path / "r" / "a.png", 20, 30), write_image(tmp_path / "r" / "b.png", 20, 30)
-        run(["--left", str(left), "--right", str(tmp_path / "r"), "--weights", "w", "--output-dir", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        run(["--left", str(left), "--right", str(left), "--checkpoint", str(tmp_path / "missing.pth"),
-             "--output-dir", str(tmp_path / "o")])
-    assert "missing.pth does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="Unknown weights"):
-        run(["--left", str(left), "--right", str(left), "--weights", "NoSuch.WEIGHTS", "--output-dir",
-             str(tmp_path / "o"), "--device", "cpu"])
+    fails(["--left", str(tmp_path / "nothing*.png"), "--right", str(left), "--weights", "w", "--output-dir",
+           str(tmp_path / "o")], "no images found")
+    write_image(tmp_path / "r" / "a.png", 20, 30), write_image(tmp_path / "r" / "b.png", 20, 30)
+    fails(["--left", str(left), "--right", str(tmp_path / "r"), "--weights", "w", "--output-dir", str(tmp_path)],
+          "1 left and 2 right")
+    fails(["--left", str(left), "--right", str(left), "--checkpoint", str(tmp_path / "missing.pth"),
+           "--output-dir", str(tmp_path / "o")], "missing.pth does not exist")
+    fails(["--left", str(left), "--right", str(left), "--weights", "NoSuch.WEIGHTS", "--output-dir",
+           str(tmp_path / "o"), "--device", "cpu"], "Unknown weights")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(SystemExit, match="cannot write to --output-dir"):
-        run(["--left", str(left), "--right", str(left), "--weights", "w", "--output-dir", str(blocker / "o")],
-            monkeypatch, WidthModel())
+    fails(["--left", str(left), "--right", str(left), "--weights", "w", "--output-dir", str(blocker / "o")],
+          "cannot write to --output-dir", WidthModel())
 
 
 def test_cascades_pad_to_the_larger_multiple_and_run_coarse_to_fine(tmp_path, monkeypatch):

@@ -25,12 +25,15 @@ class DistState:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available; ``"cuda"`` without a GPU raises a clear error."""
+    """``"auto"`` picks CUDA when available; an unknown name, or ``"cuda"`` without a GPU, raises ValueError."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
+        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
     return device
 
 

@@ -1,0 +1,201 @@
+"""The command-line layer shared by the entry scripts: argument groups, shared value parsing, model loading.
+
+One name per idea; the spellings of torchvision's reference scripts and of earlier versions of this repository
+stay accepted as aliases (same destination):
+
+    --n-iterations   --n_iterations --recurrent-updates --iters
+    --n-cascades     --n_cascades
+    --batch-size     --batch
+    --dtype          --mixed-precision
+
+One error rule: library code and each script's ``check_args(args)`` raise ``ValueError`` with a message that
+names the fix; ``run`` turns it into ``parser.error`` (one line on stderr, exit status 2), before any expensive
+work where the check allows.
+"""
+
+import argparse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ITERATIONS_FLAGS = ("--n-iterations", "--n_iterations", "--recurrent-updates", "--iters")
+CASCADES_FLAGS = ("--n-cascades", "--n_cascades")
+BATCH_SIZE_FLAGS = ("--batch-size", "--batch")
+DTYPE_FLAGS = ("--dtype", "--mixed-precision")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+INTERPOLATION_STRATEGIES = ("bilinear", "bicubic", "mixed")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True) -> argparse._ArgumentGroup:
+    """``--model`` and its weights: ``--weights`` (published enum name or a .pth) or ``--checkpoint``; see
+    `check_model_source`. Without ``checkpoint`` only ``--weights`` (optional: training may start from scratch)."""
+    group = parser.add_argument_group("model and weights")
+    group.add_argument("--model", default="crestereo_base",
+                       help="model registry name (a training checkpoint names its own)")
+    group.add_argument("--weights", default=None,
+                       help="published weights (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth file")
+    if checkpoint:
+        group.add_argument("--checkpoint", default=None, help="a training checkpoint of train.py, or a raw state dict")
+    return group
+
+
+def check_model_source(args: argparse.Namespace) -> None:
+    """Exactly one of ``--weights`` and ``--checkpoint``, and the file it names exists."""
+    if (args.weights is None) == (args.checkpoint is None):
+        raise ValueError(
+            "give exactly one of --weights (published weights or a .pth) and --checkpoint (a training checkpoint)"
+        )
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise ValueError(f"--checkpoint {args.checkpoint} does not exist")
+    if args.weights is not None and args.weights.endswith((".pth", ".pt")) and not Path(args.weights).is_file():
+        raise ValueError(f"--weights {args.weights} does not exist; give an existing .pth file or a weights enum name")
+
+
+def add_iteration_arguments(
+    group: argparse._ActionsContainer, *, iterations: int | list[int], cascades: int | list[int] | None = None
+) -> None:
+    """``--n-iterations`` (recurrent refinement updates per cascade level) and, with ``cascades``,
+    ``--n-cascades``; list defaults make them sweeps (several values)."""
+    sweep = isinstance(iterations, list)
+    nargs = "+" if sweep else None
+    group.add_argument(*ITERATIONS_FLAGS, dest="n_iterations", default=iterations, type=int, nargs=nargs,
+                       help="recurrent refinement updates per cascade level")
+    if cascades is not None:
+        group.add_argument(*CASCADES_FLAGS, dest="n_cascades", default=cascades, type=int, nargs=nargs,
+                           help="coarse-to-fine cascade levels")
+
+
+def add_eval_protocol_arguments(parser: argparse.ArgumentParser, *, batch_size: bool = True) -> argparse._ArgumentGroup:
+    """How evaluation samples are preprocessed: resize (``--eval-size``), normalisation, grayscale, threshold."""
+    group = parser.add_argument_group("evaluation protocol")
+    group.add_argument("--eval-size", default=["384", "512"], nargs="+",
+                       help="H W to resize every sample to (published protocol: 384 512), or 'native'")
+    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    group.add_argument("--use-grayscale", action="store_true", help="grayscale inputs (3 identical channels)")
+    group.add_argument("--interpolation-strategy", default="bilinear", choices=INTERPOLATION_STRATEGIES,
+                       help="image interpolation of the --eval-size resize")
+    group.add_argument("--max-disparity", default=None, type=float,
+                       help="ignore ground truth at or above this disparity")
+    if batch_size:
+        group.add_argument(*BATCH_SIZE_FLAGS, dest="batch_size", default=1, type=int,
+                           help="1 gives the published per-image averages")
+    return group
+
+
+def add_runtime_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    mixed_precision: str = "auto",
+    threads: int | None = None,
+) -> argparse._ArgumentGroup:
+    """``--device``, ``--dtype`` and ``--threads``.
+
+    ``--dtype`` is the autocast dtype (``auto``: float16 on CUDA, bfloat16 on CPU); given without a value (the
+    ``--mixed-precision`` spelling) it means ``mixed_precision``."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
+    group.add_argument(*DTYPE_FLAGS, dest="dtype", nargs="?", const=mixed_precision, default=dtype, choices=DTYPES,
+                       help=f"autocast dtype (auto: float16 on CUDA, bfloat16 on CPU; without a value: "
+                            f"{mixed_precision})")
+    group.add_argument("--threads", default=threads, type=int,
+                       help="torch CPU threads (default: torch's choice)" if threads is None else "torch CPU threads")
+    return group
+
+
+def parse_eval_size(values: Sequence[str] | None, batch_size: int = 1, batch_flag: str = "--batch-size"
+                    ) -> list[int] | None:
+    """``--eval-size`` as ``[H, W]``, or ``None`` for ``native`` (each image's own size, so batches of one)."""
+    if values is None:
+        return None
+    values = [str(v) for v in values]
+    if values == ["native"]:
+        if batch_size != 1:
+            raise ValueError(f"--eval-size native keeps each image's own size, so it needs {batch_flag} 1.")
+        return None
+    try:
+        size = [int(v) for v in values]
+    except ValueError:
+        size = []
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError("--eval-size takes two positive integers H W (e.g. 384 512) or the word 'native'.")
+    return size
+
+
+def check_iterations(n_iterations: int | Sequence[int], n_cascades: int | Sequence[int] = 1) -> None:
+    """``--n-iterations`` and ``--n-cascades`` are positive."""
+    values = [*_as_list(n_iterations), *_as_list(n_cascades)]
+    if min(values) < 1:
+        raise ValueError("--n-cascades and --n-iterations take integers of at least 1.")
+
+
+def _as_list(value: int | Sequence[int]) -> list[int]:
+    return [value] if isinstance(value, int) else list(value)
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The torch dtype of ``--dtype`` on ``device``; ``None`` for float32 (no autocast)."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return None if dtype == "float32" else getattr(torch, dtype)
+
+
+def load_model_from_args(args: argparse.Namespace, **kwargs: Any) -> tuple[nn.Module, str]:
+    """The model of ``--weights`` or ``--checkpoint`` and its name (a training checkpoint names its own model,
+    otherwise ``--model``); ``kwargs`` go to the model builder. Raises ValueError naming what to change."""
+    from models import get_model, load_checked
+    from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
+
+    source = getattr(args, "checkpoint", None) or args.weights
+    try:
+        if getattr(args, "checkpoint", None) is not None:
+            state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
+            name = name or args.model
+            model = get_model(name, **kwargs)
+            load_checked(model, state, f"--checkpoint {args.checkpoint}")
+            return model, name
+        return get_model(args.model, weights=args.weights, **kwargs), args.model
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        # OSError covers a missing file and a failed download (no network: pass a local .pth instead).
+        raise ValueError(f"cannot load the model from {source}: {e}") from None
+
+
+@contextmanager
+def reported_by(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Turn a ValueError inside the block into ``parser.error`` (its message on one line, exit status 2)."""
+    try:
+        yield
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def parse_args(
+    parser: argparse.ArgumentParser,
+    check: Callable[[argparse.Namespace], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, then ``check(args)`` (which may normalise values), errors reported by the
+    parser."""
+    args = parser.parse_args(argv)
+    if check is not None:
+        with reported_by(parser):
+            check(args)
+    return args
+
+
+def run(
+    main: Callable[[argparse.Namespace], Any],
+    parser: argparse.ArgumentParser,
+    check: Callable[[argparse.Namespace], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> Any:
+    """Parse and check the arguments and call ``main(args)``; a ValueError anywhere becomes ``parser.error``."""
+    args = parse_args(parser, check, argv)
+    with reported_by(parser):
+        return main(args)
