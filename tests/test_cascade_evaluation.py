@@ -87,7 +87,8 @@ def test_output_names_are_file_stems_inside_the_output_dir(tmp_path):
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"")
     assert run_name(_args("--checkpoint", str(checkpoint))) == "stage1.step-9000_middlebury2014-train_384x512"
-    assert run_name(_args("--weights", "/abs/stage2.pt")) == "stage2_middlebury2014-train_384x512"
+    (tmp_path / "stage2.pt").touch()  # --weights files must exist
+    assert run_name(_args("--weights", str(tmp_path / "stage2.pt"))) == "stage2_middlebury2014-train_384x512"
     assert run_name(_args("--weights", "MEGVII_V1")) == "MEGVII_V1_middlebury2014-train_384x512"
 
 
