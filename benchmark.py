@@ -119,7 +119,7 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                     model.zero_grad(set_to_none=True)
                     with autocast:
                         predictions = forward(left, right, num_iters=args.n_iterations)
-                    sequence_loss(predictions, disparity, None, average="all").backward()
+                    sequence_loss(predictions, disparity, None, model.loss_gamma, average="all").backward()
 
             # The warm-up call counts the work (convolutions and matrix products); a compiled model is counted
             # uncompiled, in float32, since the counter does not see inside compiled graphs.
@@ -175,7 +175,8 @@ def model_call(model: torch.nn.Module, task: str, left, right, disparity, iters:
         with torch.no_grad():
             model(left, right, num_iters=iters, return_all=False)
     else:
-        sequence_loss(model(left, right, num_iters=iters), disparity, None, average="all").backward()
+        predictions = model(left, right, num_iters=iters)
+        sequence_loss(predictions, disparity, None, model.loss_gamma, average="all").backward()
         model.zero_grad(set_to_none=True)
 
 

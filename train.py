@@ -66,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute refinement iterations in the backward pass (less memory, more time)")
 
-    parser.add_argument("--gamma", default=0.8, type=float, help="sequence-loss weight decay over predictions")
+    parser.add_argument("--gamma", default=None, type=float, help="sequence-loss weight decay over predictions "
+                        "(default: the model's own, model.loss_gamma: 0.8 for CREStereo, 0.9 for RAFT-Stereo)")
     parser.add_argument("--loss-average", default="valid", choices=LOSS_AVERAGES,
                         help="average the L1 over valid pixels, or over all pixels like the reference")
     parser.add_argument("--flow-loss-weight", default=1.0, type=float)
@@ -130,7 +131,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--flow-loss-exclude-large needs --max-disparity (the threshold).")
     if args.resume_schedule and args.resume_path is None:
         raise ValueError("--resume-schedule needs --resume-path (the checkpoint to continue).")
-    if not 0 < args.gamma <= 1:
+    if args.gamma is not None and not 0 < args.gamma <= 1:
         raise ValueError(f"--gamma must be in (0, 1], got {args.gamma}.")
 
 
@@ -295,6 +296,8 @@ def setup(args: argparse.Namespace) -> Run:
 
     torch.manual_seed(args.seed)
     core = get_model(args.model, weights=args.weights, activation_checkpointing=args.activation_checkpointing)
+    if args.gamma is None:
+        args.gamma = core.loss_gamma
     divisor = getattr(core, "size_divisor", 1)
     if any(s % divisor for s in args.crop_size):
         raise ValueError(f"--crop-size {args.crop_size} must be multiples of {divisor} for {args.model}.")

@@ -218,6 +218,7 @@ class CREStereo(nn.Module):
 
     output_channels = 2
     size_divisor = 16
+    loss_gamma = 0.8  # sequence-loss decay of the published recipes
     corr_groups = 4
     upsample_factor = 4
 

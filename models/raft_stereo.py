@@ -8,9 +8,10 @@ One difference in the interface, none in the results: the predictions follow thi
 Differences from the reference that do not change the results:
 - the z and r gate convolutions of every GRU run as one convolution;
 - `return_all=False` skips the mask head and upsampling of iterations whose prediction is not returned;
-- in eval mode the realtime model's shared base encoder runs once on [left; right] and its left half is the
-  context input (the reference runs it a second time on the left image, which in eval gives the same values;
-  in train mode it runs twice, as in the reference, since BatchNorm's batch statistics differ);
+- with its BatchNorm layers in eval mode (model.eval(), or frozen for training) the realtime model's shared base
+  encoder runs once on [left; right] and its left half is the context input (the reference runs it a second
+  time on the left image, which then gives the same values; with BatchNorm in train mode it runs twice, as in
+  the reference, since the batch statistics differ);
 - inputs are checked, and refinement iterations can be activation-checkpointed.
 """
 
@@ -306,12 +307,11 @@ class RaftStereo(nn.Module):
         """Matching features of [left; right] and the per-level (hidden, context) of the left image."""
         base = self.feature_encoder.base_encoder(torch.cat([left, right], dim=0))
         features = self.feature_encoder.head(base)
-        if not self.shared_encoder:
-            context_base = self.context_encoder.base_encoder(left)
-        elif self.training:
+        encoder = self.context_encoder.base_encoder
+        if not self.shared_encoder or any(m.training for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)):
             # BatchNorm in train mode: the left image alone has other batch statistics, and the running
             # statistics are updated a second time, as in the reference.
-            context_base = self.context_encoder.base_encoder(left)
+            context_base = encoder(left)
         else:
             context_base = base[: left.shape[0]]
         return features, self.context_encoder.heads(context_base)
