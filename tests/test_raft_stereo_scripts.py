@@ -13,6 +13,7 @@ import cascade_evaluation
 import predict
 import train
 from models import get_model
+from utils import cli
 
 TINY = [
     "--device", "cpu", "--model", "raft_stereo_realtime", "--train-datasets", "synthetic", "--dataset-steps", "2",
@@ -60,12 +61,9 @@ def test_cascade_evaluation_runs_one_and_two_cascades(tmp_path, checkpoint, monk
     registry = pytest.importorskip("data.registry")
     real = registry.make_dataset
     monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, length=2, size=(64, 256), **k))
-    parser = cascade_evaluation.get_args_parser()
-    args = parser.parse_args(["--checkpoint", str(checkpoint), "--dataset", "synthetic-val", "--device", "cpu",
-                              "--eval-size", "64", "256", "--n-cascades", "1", "2", "--n-iterations", "2",
-                              "--metrics", "mae", "--output-dir", str(tmp_path)])
-    cascade_evaluation.check_args(parser, args)
-    cascade_evaluation.main(args, parser)
+    argv = ["--checkpoint", str(checkpoint), "--dataset", "synthetic-val", "--device", "cpu", "--eval-size", "64",
+            "256", "--n-cascades", "1", "2", "--n-iterations", "2", "--metrics", "mae", "--output-dir", str(tmp_path)]
+    cli.run(cascade_evaluation.main, cascade_evaluation.get_args_parser(), cascade_evaluation.check_args, argv)
     record = json.loads((tmp_path / "raft_synthetic-val_64x256_eval.json").read_text())
     assert record["model"] == "raft_stereo_realtime"
     assert [(r["cascades"], r["iterations"]) for r in record["results"]] == [(1, 2), (2, 2)]
@@ -76,19 +74,16 @@ def test_predict_writes_a_disparity(tmp_path, checkpoint):
     rng = np.random.default_rng(0)
     for name in ("l.png", "r.png"):
         Image.fromarray(rng.integers(0, 256, (60, 250, 3), dtype=np.uint8)).save(tmp_path / name)
-    parser = predict.get_args_parser()
-    args = parser.parse_args(["--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"),
-                              "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path / "out"),
-                              "--n-iterations", "2", "--formats", "npy", "--device", "cpu"])
-    predict.check_args(args, parser)
-    assert predict.main(args) == 0
+    argv = ["--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"), "--checkpoint", str(checkpoint),
+            "--output-dir", str(tmp_path / "out"), "--n-iterations", "2", "--formats", "npy", "--device", "cpu"]
+    assert cli.run(predict.main, predict.get_args_parser(), predict.check_args, argv) == 0
     disparity = np.load(tmp_path / "out" / "l.npy")
     assert disparity.shape == (60, 250) and np.isfinite(disparity).all()
 
 
 def test_benchmark_times_eval_and_training(tmp_path):
     args = benchmark.get_args_parser().parse_args(
-        ["model", "--model", "raft_stereo_realtime", "--size", "32", "128", "--iters", "2", "--runs", "1",
+        ["model", "--model", "raft_stereo_realtime", "--size", "32", "128", "--n-iterations", "2", "--runs", "1",
          "--device", "cpu", "--json", str(tmp_path / "bench.json")]
     )
     benchmark.main(args)
