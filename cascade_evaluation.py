@@ -69,13 +69,15 @@ def run_name(args: argparse.Namespace) -> str:
 
     ``{source}`` is the checkpoint's (or weights file's) stem, whatever its folder and suffix, or the weights name.
     """
+    from data.registry import dataset_tag
+
     source = args.checkpoint or args.weights
     weights_file = args.checkpoint is None and (
         os.sep in source or Path(source).suffix in (".pth", ".pt") or Path(source).is_file()
     )
     name = Path(source).stem if args.checkpoint is not None or weights_file else source
     size = "native" if args.eval_size is None else "x".join(map(str, args.eval_size))
-    return f"{name}_{args.dataset}_{size}"
+    return f"{name}_{dataset_tag(args.dataset)}_{size}"
 
 
 def format_log(dataset: str, eval_size: list[int] | None, results: dict, cascades: list[int], iterations: list[int],
@@ -93,15 +95,10 @@ def format_log(dataset: str, eval_size: list[int] | None, results: dict, cascade
 
 def make_dataset_for_eval(args: argparse.Namespace):
     """``--dataset`` with the evaluation preset of the protocol flags; raises ValueError naming the fix."""
-    from data.registry import dataset_spec, make_dataset
+    from data.registry import make_dataset, require_ground_truth
     from presets import eval_preset_from_args
 
-    spec = dataset_spec(args.dataset)
-    if not spec.has_gt:
-        raise ValueError(
-            f"dataset {args.dataset} has no ground-truth disparity; evaluate a split with ground truth "
-            "(e.g. middlebury2014-train)"
-        )
+    spec = require_ground_truth(args.dataset, "evaluation")
     preset = eval_preset_from_args(args, sparse_gt=spec.sparse_gt)
     try:
         dataset = make_dataset(args.dataset, args.dataset_root, transforms=preset, for_eval=True)

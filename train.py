@@ -110,13 +110,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Flag-level checks that need no file and no model; each raises ValueError naming the fix."""
-    from data.registry import dataset_spec
+    from data.registry import require_ground_truth
 
-    for name in args.train_datasets + args.test_datasets:
-        dataset_spec(name)
+    for name in args.train_datasets:
+        require_ground_truth(name, f"--train-datasets {name}")
     for name in args.test_datasets:
-        if not dataset_spec(name).has_gt:
-            raise ValueError(f"--test-datasets {name} has no ground truth; validate on a split with ground truth.")
+        require_ground_truth(name, f"--test-datasets {name}")
     check_dataset_steps(args.train_datasets, args.dataset_steps)
     args.eval_size = cli.parse_eval_size(args.eval_size, args.eval_batch_size, "--eval-batch-size")
     for flag in ("batch_size", "eval_batch_size", "recurrent_updates", "save_frequency", "print_frequency",

@@ -12,6 +12,7 @@ from typing import Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
 PathLike = Union[str, os.PathLike]
@@ -27,10 +28,34 @@ def _decode(path: PathLike, mode: ImageReadMode) -> torch.Tensor:
 
 
 def read_image(path: PathLike) -> torch.Tensor:
-    """RGB image as uint8 ``(3, H, W)``, decoded by torchvision.io (grayscale and RGBA are converted)."""
+    """RGB image as uint8 ``(3, H, W)`` (grayscale and RGBA are converted).
+
+    torchvision.io decodes PNG, JPEG, GIF and WebP; other formats Pillow knows (BMP, TIFF, PPM, ...) are
+    decoded with Pillow, so that any image a user has can be read.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: {path}")
-    return _decode(path, ImageReadMode.RGB)
+    try:
+        return _decode(path, ImageReadMode.RGB)
+    except ValueError as torchvision_error:
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError):
+            raise torchvision_error from None
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image from its header only (Pillow opens lazily); ``ValueError`` if it is no image."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ValueError(f"Cannot decode image file {path}: {e}") from e
+    return height, width
 
 
 def read_png16(path: PathLike) -> torch.Tensor:
@@ -43,19 +68,30 @@ def read_png16(path: PathLike) -> torch.Tensor:
     return img[0].to(torch.float32)
 
 
+def _pfm_header(f, path: PathLike) -> tuple[int, int, int, float]:
+    """``(height, width, channels, scale)`` from the three header lines of an open PFM file."""
+    try:
+        header = f.readline().strip()
+        dims = f.readline().split()
+        scale = float(f.readline().strip())
+        width, height = int(dims[0]), int(dims[1])
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"Corrupt PFM header in {path}") from e
+    if header not in (b"PF", b"Pf") or len(dims) != 2 or width <= 0 or height <= 0:
+        raise ValueError(f"Corrupt PFM header in {path}: expected 'PF' or 'Pf' then 'W H'")
+    return height, width, 3 if header == b"PF" else 1, scale
+
+
+def pfm_size(path: PathLike) -> tuple[int, int]:
+    """``(H, W)`` of a PFM file from its header."""
+    with open(path, "rb") as f:
+        return _pfm_header(f, path)[:2]
+
+
 def read_pfm(path: PathLike) -> torch.Tensor:
     """First channel of a PFM file as float32 ``(1, H, W)``, top row first (PFM stores rows bottom-up)."""
     with open(path, "rb") as f:
-        try:
-            header = f.readline().strip()
-            dims = f.readline().split()
-            scale = float(f.readline().strip())
-            width, height = int(dims[0]), int(dims[1])
-        except (ValueError, IndexError) as e:
-            raise ValueError(f"Corrupt PFM header in {path}") from e
-        if header not in (b"PF", b"Pf") or len(dims) != 2 or width <= 0 or height <= 0:
-            raise ValueError(f"Corrupt PFM header in {path}: expected 'PF' or 'Pf' then 'W H'")
-        channels = 3 if header == b"PF" else 1
+        height, width, channels, scale = _pfm_header(f, path)
         dtype = np.dtype("<f4") if scale < 0 else np.dtype(">f4")
         count = width * height * channels
         data = np.fromfile(f, dtype=dtype, count=count)

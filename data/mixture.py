@@ -221,12 +221,10 @@ def check_crop_fits(args, dataset_name: str, dataset: Dataset) -> None:
 
 def make_training_mixture(args, world_size: int) -> TrainingMixture:
     """Build every training dataset with its preset and the mixture train.py reads, checking the inputs."""
-    from data.registry import dataset_spec, make_dataset
+    from data.registry import make_dataset, require_ground_truth
 
     for name in args.train_datasets:
-        spec = dataset_spec(name)
-        if not spec.has_gt:
-            raise ValueError(f"Training dataset {name} has no ground truth; pick a training split.")
+        require_ground_truth(name, f"training dataset {name}")
     check_dataset_steps(args.train_datasets, args.dataset_steps)
     datasets = []
     for name in args.train_datasets:

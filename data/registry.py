@@ -2,6 +2,8 @@
 
 ``make_dataset(name, root)`` checks the name and the expected directory before building anything, so a
 wrong name or root fails at once with a message that lists the valid names or shows the expected layout.
+Besides the fixed names, ``folder:ROOT`` names a folder dataset (``data/folder.py``) at the path ``ROOT``
+(absolute, or relative to the working directory; ``--dataset-root`` does not apply to it).
 """
 
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from typing import Any, Callable, Optional, Union
 from torch.utils.data import Dataset
 
 from . import datasets as D
-from .synthetic import SyntheticStereo
+from . import folder
 
 Builder = Callable[..., Dataset]
 
@@ -22,7 +24,7 @@ class DatasetSpec:
 
     name: str
     description: str
-    directory: Optional[str]  # expected directory under --dataset-root (None: generated, no root)
+    directory: Optional[str]  # expected directory under --dataset-root (None: generated, or a folder dataset)
     layout: str  # files under ``directory``
     encoding: str  # how disparities are stored
     valid: str  # which pixels the valid mask keeps
@@ -67,6 +69,14 @@ def _middlebury(name: str, description: str, split: str, calibration: Optional[s
         lambda root, t, **_: D.Middlebury2014Stereo(root, split, calibration, ambient, t),
         has_gt=not test, right=not test,
     )
+
+
+def _synthetic(transforms: Optional[Callable], validation: bool, options: dict) -> Dataset:
+    # Imported here so that ``python -m data.synthetic`` does not find its module already imported by the package.
+    from .synthetic import SyntheticStereo
+
+    defaults = SyntheticStereo.VAL_DEFAULTS if validation else {}
+    return SyntheticStereo(transforms=transforms, **{**defaults, **options})
 
 
 _SPECS = [
@@ -126,26 +136,73 @@ _SPECS = [
           "image_{2,3}/*_10.png", "none (test split)", "none",
           lambda root, t, **_: D.Kitti2015Stereo(root, "test", t), has_gt=False),
     _spec("synthetic", "Procedural slanted-plane scenes for training (generated, no download)", None,
-          "none", "exact, generated", "every pixel", lambda root, t, **o: SyntheticStereo(transforms=t, **o),
+          "none", "exact, generated", "every pixel", lambda root, t, **o: _synthetic(t, False, o),
           right=True, options=_SYNTH),
     _spec("synthetic-val", "Procedural scenes for validation: fixed, small, other seed than synthetic", None,
           "none", "exact, generated", "every pixel",
-          lambda root, t, **o: SyntheticStereo(transforms=t, **{**SyntheticStereo.VAL_DEFAULTS, **o}),
+          lambda root, t, **o: _synthetic(t, True, o),
           right=True, options=_SYNTH),
 ]
 _REGISTRY = {spec.name: spec for spec in _SPECS}
 
 
+FOLDER_PREFIX = "folder:"
+
+
 def list_datasets() -> list[str]:
-    """All registry names, in the order of the README table."""
+    """All registry names, in the order of the README table (``folder:ROOT`` names are not listed)."""
     return list(_REGISTRY)
+
+
+def _folder_spec(name: str) -> DatasetSpec:
+    """The spec of ``folder:ROOT``, read from the folder: ground truth present, sparse, right-view disparity."""
+    raw = name[len(FOLDER_PREFIX):]
+    root = Path(raw).expanduser()
+    if not raw or not root.is_dir():
+        raise ValueError(f"Dataset {name!r}: {raw or '(empty path)'} is not a folder. "
+                         f"Give folder:ROOT with ROOT holding {folder.LAYOUT}")
+    settings = folder.read_settings(root)
+    has_gt = (root / "disparity").is_dir()
+    encoding = settings.encoding or "by extension: .pfm, .png / 256, .npy"
+    if settings.disparity_scale is not None:
+        encoding += f", stored x {settings.disparity_scale:g}"
+    return _spec(
+        name, settings.description or f"Folder dataset at {root}", None, folder.LAYOUT,
+        encoding if has_gt else "none (no disparity/ folder)",
+        "finite and > 0" + (", valid/ != 0" if (root / "valid").is_dir() else "") if has_gt else "none",
+        lambda _root, t, **_: folder.FolderStereo(root, t), has_gt=has_gt, sparse_gt=settings.sparse,
+        right=(root / "disparity_right").is_dir(),
+    )
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The description of ``name``; unknown names raise ``ValueError`` listing the valid ones."""
+    if name.startswith(FOLDER_PREFIX):
+        return _folder_spec(name)
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(_REGISTRY)}")
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(_REGISTRY)}, or folder:ROOT for "
+                         "your own data")
     return _REGISTRY[name]
+
+
+def require_ground_truth(name: str, use: str) -> DatasetSpec:
+    """The spec of ``name``, or ``ValueError`` saying what is missing if it has no ground truth for ``use``."""
+    spec = dataset_spec(name)
+    if spec.has_gt:
+        return spec
+    if name.startswith(FOLDER_PREFIX):
+        root = name[len(FOLDER_PREFIX):]
+        raise ValueError(f"{use} needs ground truth, but folder dataset {root} has no disparity/ folder; add "
+                         f"{root}/disparity/<name>.pfm (or .png x256, .npy) for every left/<name> image")
+    raise ValueError(f"{use} needs ground truth, but {name} is a split without it; pick one with ground truth "
+                     "(e.g. middlebury2014-train)")
+
+
+def dataset_tag(name: str) -> str:
+    """``name`` made safe for file names: ``folder:/data/my scenes`` gives ``folder-my_scenes``."""
+    if name.startswith(FOLDER_PREFIX):
+        name = "folder-" + (Path(name[len(FOLDER_PREFIX):]).expanduser().resolve().name or "root")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def make_dataset(

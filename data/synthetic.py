@@ -13,6 +13,7 @@ Each sample is a pure function of ``(seed, index)``: a private ``torch.Generator
 workers, resumption and the global RNG do not change it.
 """
 
+import argparse
 import hashlib
 import math
 from contextlib import contextmanager
@@ -310,3 +311,38 @@ class SyntheticStereo(Dataset):
         hidden = ids_other.gather(1, first) != ids
         hidden |= ids_other.gather(1, first + 1) != ids
         return hidden | ~inside
+
+
+def write_folder(directory: str, length: int, size: tuple[int, int], max_disparity: float, seed: int) -> int:
+    """Write ``length`` scenes as a folder dataset (``folder:DIRECTORY``, see ``data/folder.py``); returns the count.
+
+    Left/right PNGs and both exact disparities as PFM (every pixel has ground truth, so no ``valid/``).
+    """
+    from .folder import write_folder_sample
+
+    scenes = SyntheticStereo(size=size, max_disparity=max_disparity, length=length, seed=seed)
+    for index in range(length):
+        scene = scenes.render(index)
+        write_folder_sample(directory, f"{index:05d}", scene.images, scene.disparities)
+    return length
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Write synthetic scenes as a folder dataset (folder:DIR)")
+    parser.add_argument("--write-folder", required=True, metavar="DIR", help="folder to write into (created)")
+    parser.add_argument("--length", type=int, default=8, help="number of scenes")
+    parser.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
+    parser.add_argument("--max-disparity", type=float, default=48.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        count = write_folder(args.write_folder, args.length, tuple(args.size), args.max_disparity, args.seed)
+    except ValueError as e:
+        parser.error(str(e))
+    except OSError as e:
+        parser.error(f"cannot write {args.write_folder}: {e}")
+    print(f"Wrote {count} scenes to {args.write_folder}; use it as --dataset folder:{args.write_folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -138,7 +138,7 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--dataset", "middlebury2014-test"], "has no ground-truth"),
+        (["--dataset", "middlebury2014-test"], "needs ground truth, but middlebury2014-test"),
         (["--dataset", "middlebury2015"], "middlebury2014-train"),  # unknown names list the valid ones
         (["--dataset", "middlebury2014-train", "--dataset-root", "/nonexistent"], "/nonexistent"),
     ],

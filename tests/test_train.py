@@ -89,7 +89,7 @@ def bad(tmp_path, *extra) -> str:
     "extra, message",
     [
         (["--train-datasets", "nonsense"], "Unknown dataset 'nonsense'"),
-        (["--test-datasets", "kitti2015-test", "--valid-frequency", "1"], "has no ground truth"),
+        (["--test-datasets", "kitti2015-test", "--valid-frequency", "1"], "needs ground truth, but kitti2015-test"),
         (["--train-datasets", "synthetic", "synthetic-val"], "--dataset-steps has 1 values for 2"),
         (["--crop-size", "512", "512"], "is larger than the images of synthetic"),
         (["--crop-size", "72", "96"], "must be multiples of 16"),
