@@ -85,8 +85,10 @@ def read_settings(root: Union[str, Path]) -> FolderSettings:
         raise ValueError(f"{path}: invalid_value must be a number, got {invalid!r}")
     if not isinstance(raw.get("sparse", False), bool):
         raise ValueError(f"{path}: sparse must be true or false, got {raw['sparse']!r}")
-    return FolderSettings(encoding, None if scale is None else float(scale), None if invalid is None else float(invalid),
-                          raw.get("sparse", False), str(raw.get("description", "")))
+    return FolderSettings(
+        encoding, None if scale is None else float(scale), None if invalid is None else float(invalid),
+        raw.get("sparse", False), str(raw.get("description", "")),
+    )
 
 
 def _files(folder: Path) -> dict[str, Path]:
