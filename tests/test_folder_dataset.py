@@ -199,10 +199,9 @@ def test_train_eval_and_eda_accept_folder_names(tmp_path, capsys):
     with pytest.raises(ValueError, match="no disparity/ folder"):
         train.check_args(parser.parse_args(["--train-datasets", f"folder:{no_gt}", "--test-datasets",
                                             f"folder:{data}"]))
-    parser = cascade_evaluation.get_args_parser()
-    args = parser.parse_args(["--dataset", f"folder:{no_gt}", "--weights", "W.X", "--device", "cpu",
-                              "--output-dir", str(tmp_path)])
-    cascade_evaluation.check_args(parser, args)
+    from utils import cli
+
     with pytest.raises(SystemExit):
-        cascade_evaluation.main(args, parser)
+        cli.run(cascade_evaluation.main, cascade_evaluation.get_args_parser(), cascade_evaluation.check_args,
+                ["--dataset", f"folder:{no_gt}", "--weights", "W.X", "--device", "cpu", "--output-dir", str(tmp_path)])
     assert "no disparity/ folder" in capsys.readouterr().err
