@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 
 import torch
 import torchvision.datasets as tvd
+from torch.utils.data import Dataset
 
 from .io import read_fallingthings_disparity, read_image, read_pfm, read_png16, read_png_disparity
 from .io import read_sintel_disparity, valid_disparity
@@ -293,10 +294,48 @@ class ETH3DStereo(_ContractMixin, tvd.ETH3DStereo):
         self._check_alignment()
 
     def _read_disparity(self, file_path: Optional[str]) -> DisparityAndMask:
-        if file_path is None:
-            return None, None
-        disparity, valid = valid_disparity(read_pfm(file_path).abs_())
-        mask_path = os.path.join(os.path.dirname(file_path), "mask0nocc.png")
-        labels = read_png16(mask_path)
-        valid &= (labels == 255) if self.for_eval else (labels != 0)
-        return disparity, valid
+        return _nocc_disparity(file_path, self.for_eval)
+
+
+def _nocc_disparity(file_path: Optional[str], for_eval: bool) -> DisparityAndMask:
+    """``disp0GT.pfm`` and the ``mask0nocc.png`` beside it (Middlebury's labels: 255 nocc, 128 occluded, 0 unknown).
+
+    Evaluation keeps the 255 pixels only; training every pixel with finite positive ground truth not marked 0.
+    """
+    if file_path is None:
+        return None, None
+    disparity, valid = valid_disparity(read_pfm(file_path).abs_())
+    labels = read_png16(os.path.join(os.path.dirname(file_path), "mask0nocc.png"))
+    if labels.shape != valid.shape:
+        raise ValueError(f"mask0nocc.png beside {file_path} is {tuple(labels.shape)}, the disparity {tuple(valid.shape)}")
+    valid &= (labels == 255) if for_eval else (labels != 0)
+    return disparity, valid
+
+
+class MiddEval3Stereo(_ContractMixin, Dataset):
+    """MiddEval3 (the Middlebury v3 benchmark's own layout) at resolution F, H or Q:
+    ``MiddEval3/{training,test}{F,H,Q}/<Scene>/{im0.png, im1.png, calib.txt}`` and, for training,
+    ``disp0GT.pfm`` (inf = unknown) with ``mask0nocc.png``.
+
+    With ``for_eval=True`` only non-occluded pixels (255) are valid: the "nonocc" mask of the leaderboard's
+    default table. torchvision has no reader for this layout.
+    """
+
+    def __init__(self, root: Union[str, Path], split: str = "train", resolution: str = "F",
+                 transforms: Optional[Callable] = None, for_eval: bool = False) -> None:
+        if split not in ("train", "test") or resolution not in ("F", "H", "Q"):
+            raise ValueError(f"MiddEval3 needs split 'train'/'test' and resolution F/H/Q, got {split!r}, {resolution!r}")
+        self.transforms, self.for_eval, self.resolution = transforms, for_eval, resolution
+        base = Path(root) / "MiddEval3" / f"{'training' if split == 'train' else 'test'}{resolution}"
+        self._images = self._scan_pairs(str(base / "*" / "im0.png"), str(base / "*" / "im1.png"))
+        if split == "train":
+            self._disparities = [(d, None) for d, _ in self._scan_pairs(str(base / "*" / "disp0GT.pfm"))]
+            self._check_alignment()
+        else:
+            self._disparities = [(None, None)] * len(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def _read_disparity(self, file_path: Optional[str]) -> DisparityAndMask:
+        return _nocc_disparity(file_path, self.for_eval)

@@ -71,6 +71,20 @@ def _middlebury(name: str, description: str, split: str, calibration: Optional[s
     )
 
 
+def _middeval3(split: str, resolution: str) -> DatasetSpec:
+    test = split == "test"
+    folder = f"MiddEval3/{'test' if test else 'training'}{resolution}"
+    full = {"F": "full", "H": "half", "Q": "quarter"}[resolution]
+    return _spec(
+        f"middeval3-{split}-{resolution}", f"MiddEval3 {split} scenes at {full} resolution (benchmark layout)",
+        folder, "<Scene>/im0.png, im1.png, calib.txt" + ("" if test else ", disp0GT.pfm, mask0nocc.png"),
+        "none (test split)" if test else _PFM + ", inf = unknown",
+        "none" if test else "finite > 0 and mask0nocc != 0 (training); mask0nocc == 255 only (evaluation)",
+        lambda root, t, for_eval=False: D.MiddEval3Stereo(root, split, resolution, t, for_eval=for_eval),
+        has_gt=not test,
+    )
+
+
 def _synthetic(transforms: Optional[Callable], validation: bool, options: dict) -> Dataset:
     # Imported here so that ``python -m data.synthetic`` does not find its module already imported by the package.
     from .synthetic import SyntheticStereo
@@ -99,6 +113,7 @@ _SPECS = [
                 "train", "perfect", True),
     _middlebury("middlebury2014-test", "Middlebury 2014 (MiddEval3 full-res) test scenes, no ground truth",
                 "test", None, False),
+    *(_middeval3(split, res) for split in ("train", "test") for res in "FHQ"),
     _spec("instereo2k", "InStereo2K training split", "InStereo2k/train",
           "<scene>/{left,right}.png, <scene>/{left,right}_disp.png", "uint16 PNG / 100, 0 = unknown", "> 0",
           lambda root, t, **_: D.InStereo2k(root, "train", t), right=True),

@@ -238,8 +238,31 @@ def _eth3d(root: Path, split: str, for_eval: bool = False) -> list[Expected]:
     return out
 
 
+def _middeval3(root: Path, split: str, resolution: str, for_eval: bool = False) -> list[Expected]:
+    """The MiddEval3 benchmark layout: <split><res>/<Scene>/im0.png, im1.png, calib.txt (+ disp0GT.pfm, mask0nocc)."""
+    base = root / "MiddEval3" / f"{'training' if split == 'train' else 'test'}{resolution}"
+    out = []
+    for k, scene in enumerate(["Adirondack", "Jadeplant"]):
+        value = 150 + k + (10 if split == "test" else 0)
+        _image(base / scene / "im0.png", value), _image(base / scene / "im1.png", value + 20)
+        (base / scene / "calib.txt").write_text(f"width={W}\nheight={H}\nndisp=32\n")
+        if split == "test":
+            out.append(Expected(value, value + 20, None, None))
+            continue
+        stored, d, v = _pfm_disparity(k)
+        labels = np.full((H, W), 255, np.uint8)
+        labels[2, :] = 128
+        labels[5, 3:] = 0
+        _pfm(base / scene / "disp0GT.pfm", stored)
+        _png8(base / scene / "mask0nocc.png", labels)
+        out.append(Expected(value, value + 20, d, v & ((labels == 255) if for_eval else (labels != 0))))
+    return out
+
+
 WRITERS = {
     "crestereo": write_crestereo,
+    **{f"middeval3-{split}-{res}": (lambda root, s=split, r=res: _middeval3(root, s, r))
+       for split in ("train", "test") for res in "FHQ"},
     "eth3d-train": lambda root: _eth3d(root, "train"),
     "eth3d-test": lambda root: _eth3d(root, "test"),
     "middlebury2014-train": lambda root: _middlebury(root, "train", ["-perfect"]),
@@ -265,6 +288,17 @@ JPEG = {"crestereo", "fallingthings"}
 
 def test_every_registry_name_is_covered():
     assert set(list_datasets()) == set(WRITERS) | {"synthetic", "synthetic-val"}
+
+
+def test_middeval3_evaluation_keeps_non_occluded_pixels_only(tmp_path):
+    expected = _middeval3(tmp_path, "train", "H", for_eval=True)
+    dataset = make_dataset("middeval3-train-H", tmp_path, for_eval=True)
+    for i, exp in enumerate(expected):
+        _, (disparity, _), (valid, _) = dataset[i]
+        _check_gt(disparity, valid, exp.disparity, exp.valid)
+        assert not valid[2].any()  # the occluded row
+    with pytest.raises(FileNotFoundError, match="MiddEval3/trainingQ"):
+        make_dataset("middeval3-train-Q", tmp_path)
 
 
 def _check_gt(disparity, valid, expected_disparity, expected_valid):

@@ -29,6 +29,15 @@ def test_values_against_hand_computation():
     assert m["relepe"] == pytest.approx((0.5 / 1.5 + 0 + 4) / 3)
     assert m["fl-all"] == pytest.approx(100 / 3)  # only the exact pixel is < 3 px and < 5 %
     assert m["d1-all"] == pytest.approx(100 / 3)  # only the 4 px / 400 % pixel is an outlier
+    assert m["bad2.0"] == pytest.approx(100 / 3)  # Middlebury's names: percent above 2 px, mean error
+    assert m["avgerr"] == pytest.approx(1.5)
+
+
+def test_middlebury_bad2_uses_strictly_greater_than_two_pixels_on_the_mask():
+    pred, gt = _t([3.0, 4.5, 1.0, 9.0]), _t([1.0, 2.0, 1.0, 1.0])  # errors 2.0, 2.5, 0, 8
+    nocc = torch.tensor([True, True, True, False]).view(1, 1, -1)
+    m = compute_metrics(pred, gt, nocc, ["bad2.0", "avgerr"])
+    assert m == {"bad2.0": pytest.approx(100 / 3), "avgerr": pytest.approx(4.5 / 3)}
 
 
 def test_mask_selects_pixels():

@@ -15,10 +15,13 @@ bad2        mean(e > 2)                                 fraction  lower
 relepe      mean(e / g)                                 ratio     lower
 fl-all      100 * mean(e < 3 and e / g < 0.05)          percent   higher
 d1-all      100 * mean(e > 3 and e / g > 0.05)          percent   lower (KITTI)
+bad2.0      100 * mean(e > 2)                           percent   lower (Middlebury)
+avgerr      mean(e)                                     px        lower (Middlebury)
 ==========  ==========================================  ========  ===============
 
 ``fl-all`` is the reference's "accurate by both criteria" share, not KITTI's outlier rate; ``d1-all`` is
-KITTI's outlier rate.
+KITTI's outlier rate. ``bad2.0`` and ``avgerr`` are the Middlebury v3 table's names (percent and pixels),
+computed at the resolution evaluated (with ``middeval3-train-{F,H,Q}`` and ``for_eval``: non-occluded pixels).
 
 Valid pixels: ``valid & isfinite(gt) & (gt != 0)``. A pixel without ground truth (zero or non-finite
 disparity) has no relative error, so it is dropped for every metric (the reference eval preset does the
@@ -35,7 +38,8 @@ Aggregations (both reduced with one sum across processes):
 import torch
 from torch import Tensor
 
-AVAILABLE_METRICS = ("mae", "epe", "rmse", "1px", "3px", "5px", "bad1", "bad2", "relepe", "fl-all", "d1-all")
+AVAILABLE_METRICS = ("mae", "epe", "rmse", "1px", "3px", "5px", "bad1", "bad2", "relepe", "fl-all", "d1-all",
+                     "bad2.0", "avgerr")
 DEFAULT_METRICS = ("mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all")
 
 # Sufficient statistics: sums over valid pixels from which every metric follows.
@@ -97,6 +101,8 @@ def metrics_from_stats(stats: Tensor, metrics: list[str] | tuple[str, ...]) -> d
         "relepe": s["rel"] / n,
         "fl-all": 100.0 * s["fl"] / n,
         "d1-all": 100.0 * s["d1"] / n,
+        "bad2.0": 100.0 * s["gt2"] / n,
+        "avgerr": s["e"] / n,
     }
     return {m: values[m] for m in metrics}
 
