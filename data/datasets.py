@@ -307,7 +307,9 @@ def _nocc_disparity(file_path: Optional[str], for_eval: bool) -> DisparityAndMas
     disparity, valid = valid_disparity(read_pfm(file_path).abs_())
     labels = read_png16(os.path.join(os.path.dirname(file_path), "mask0nocc.png"))
     if labels.shape != valid.shape:
-        raise ValueError(f"mask0nocc.png beside {file_path} is {tuple(labels.shape)}, the disparity {tuple(valid.shape)}")
+        raise ValueError(
+            f"mask0nocc.png beside {file_path} is {tuple(labels.shape)}, the disparity {tuple(valid.shape)}"
+        )
     valid &= (labels == 255) if for_eval else (labels != 0)
     return disparity, valid
 
@@ -324,7 +326,9 @@ class MiddEval3Stereo(_ContractMixin, Dataset):
     def __init__(self, root: Union[str, Path], split: str = "train", resolution: str = "F",
                  transforms: Optional[Callable] = None, for_eval: bool = False) -> None:
         if split not in ("train", "test") or resolution not in ("F", "H", "Q"):
-            raise ValueError(f"MiddEval3 needs split 'train'/'test' and resolution F/H/Q, got {split!r}, {resolution!r}")
+            raise ValueError(
+                f"MiddEval3 needs split 'train'/'test' and resolution F/H/Q, got {split!r}, {resolution!r}"
+            )
         self.transforms, self.for_eval, self.resolution = transforms, for_eval, resolution
         base = Path(root) / "MiddEval3" / f"{'training' if split == 'train' else 'test'}{resolution}"
         self._images = self._scan_pairs(str(base / "*" / "im0.png"), str(base / "*" / "im1.png"))
