@@ -39,7 +39,7 @@ DATA_FLAGS = ("train_datasets", "dataset_steps", "steps_is_epochs", "batch_size"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="PyTorch Stereo Matching Training")
+    parser = cli.ArgumentParser(description="PyTorch Stereo Matching Training")
     parser.add_argument("--name", default="crestereo", help="run name: checkpoint files and TensorBoard folder")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
     add_mixture_arguments(parser)

@@ -26,9 +26,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import disparity_eda as eda  # noqa: E402
+import train  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
 from predict import predict_disparity  # noqa: E402
 from presets import StereoMatchingTrainPreset  # noqa: E402
@@ -36,14 +38,21 @@ from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noq
 from utils.lr_schedule import lr_at  # noqa: E402
 from utils.visualization import save_disparity_figure  # noqa: E402
 
-# The two training commands of the README (shared/reference/recipes.md); stage 2 runs 9 x 12,000 steps.
+
+
+def recipe_schedule(name: str) -> dict:
+    """The learning-rate schedule (`lr_at` keywords) of train.py argument file recipes/{name}.txt."""
+    args = train.get_args_parser().parse_args([f"@{ROOT / 'recipes' / f'{name}.txt'}"])
+    return dict(
+        total_steps=sum(args.dataset_steps), lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+        decay_after_steps=args.decay_after_steps, decay_method=args.lr_decay_method,
+    )
+
+
+# The two published training recipes of the README; stage 2 runs 9 x 12,000 steps.
 RECIPES = {
-    "recipe 1: CREStereo base from scratch": dict(
-        total_steps=300_000, lr=4e-4, min_lr=2e-5, warmup_steps=6000, decay_after_steps=30_000, decay_method="cosine"
-    ),
-    "recipe 2: multi-set fine-tuning": dict(
-        total_steps=108_000, lr=4e-4, min_lr=2e-5, warmup_steps=0, decay_after_steps=0, decay_method="cosine"
-    ),
+    "recipe 1: CREStereo base from scratch": recipe_schedule("crestereo_stage1"),
+    "recipe 2: multi-set fine-tuning": recipe_schedule("crestereo_stage2"),
 }
 REFERENCE_DECAY_AFTER = 180_000  # torchvision's default --decay-after-steps
 

@@ -1,13 +1,31 @@
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import train
 from utils.lr_schedule import lr_at, make_lr_schedule
 
-RECIPE_1 = dict(total_steps=300000, lr=4e-4, min_lr=2e-5, warmup_steps=6000, decay_after_steps=30000)
-RECIPE_2 = dict(total_steps=9 * 12000, lr=4e-4, min_lr=2e-5, warmup_steps=0, decay_after_steps=0)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe_schedule(name: str) -> dict:
+    """The `lr_at` keywords of recipes/{name}.txt, read by train.py's parser."""
+    args = train.get_args_parser().parse_args([f"@{ROOT / 'recipes' / f'{name}.txt'}"])
+    return dict(
+        total_steps=sum(args.dataset_steps), lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+        decay_after_steps=args.decay_after_steps,
+    )
+
+
+RECIPE_1 = recipe_schedule("crestereo_stage1")
+RECIPE_2 = recipe_schedule("crestereo_stage2")
+
+
+def test_recipe_lengths():
+    assert RECIPE_1["total_steps"] == 300_000 and RECIPE_2["total_steps"] == 9 * 12_000
 
 
 @pytest.mark.parametrize("method", ["cosine", "linear", "exponential"])

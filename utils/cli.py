@@ -30,6 +30,18 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 INTERPOLATION_STRATEGIES = ("bilinear", "bicubic", "mixed")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that also reads arguments from files named ``@path`` (the recipes in
+    recipes/): whitespace-separated, several per line, ``#`` starts a comment line. Later flags win."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("fromfile_prefix_chars", "@")
+        super().__init__(*args, **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        return [] if arg_line.lstrip().startswith("#") else arg_line.split()
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True) -> argparse._ArgumentGroup:
     """``--model`` and its weights: ``--weights`` (published enum name or a .pth) or ``--checkpoint``; see
     `check_model_source`. Without ``checkpoint`` only ``--weights`` (optional: training may start from scratch)."""
