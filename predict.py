@@ -13,6 +13,7 @@ import glob
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.io import read_image, write_pfm  # noqa: E402
+from data.submission import SubmissionWriter, check_submission_dataset  # noqa: E402
 from presets import StereoMatchingEvalPreset  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.cli import load_model_from_args  # noqa: E402
@@ -55,13 +57,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Stereo disparity for your own image pairs", add_help=add_help,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--left", required=True, help="left image, glob pattern (quote it) or folder")
-    parser.add_argument("--right", required=True, help="right image, glob pattern or folder, paired in sorted order")
-    parser.add_argument("--output-dir", required=True, help="where the outputs go (created if needed)")
+    parser.add_argument("--left", help="left image, glob pattern (quote it) or folder")
+    parser.add_argument("--right", help="right image, glob pattern or folder, paired in sorted order")
+    parser.add_argument("--dataset", help="instead of --left/--right: a registry split (e.g. kitti2015-test) or "
+                        "folder:ROOT")
+    parser.add_argument("--dataset-root", default="", help="root folder of the datasets, for --dataset")
+    parser.add_argument("--output-dir", help="where the outputs go (created if needed)")
+    parser.add_argument("--submission", metavar="OUT",
+                        help="write the upload layout of --dataset's benchmark into OUT instead of --output-dir")
+    parser.add_argument("--method-name", default="CREStereo", help="method name in Middlebury's file names")
+    parser.add_argument("--zip", action="store_true", help="with --submission: also write OUT.zip")
     model = cli.add_model_arguments(parser)
     cli.add_iteration_arguments(model, iterations=10, cascades=1)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--inference-size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size")
+    size.add_argument("--inference-size", "--eval-size", dest="inference_size", type=int, nargs=2,
+                      metavar=("H", "W"), help="run the model at this size")
     size.add_argument("--scale", type=float, help="run the model at this fraction of the input size (e.g. 0.5)")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["pfm", "png16", "color"],
                         help="outputs per pair: raw PFM, 16-bit PNG (disparity x256, 0 = invalid), .npy, coloured PNG")
@@ -77,6 +87,19 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject bad flags with one message naming the fix (ValueError), before any file or model is touched."""
     cli.check_model_source(args)
     cli.check_iterations(args.n_iterations, args.n_cascades)
+    if (args.dataset is None) == (args.left is None and args.right is None):
+        raise ValueError("give either --left and --right, or --dataset (with --dataset-root), not both")
+    if args.dataset is None and (args.left is None or args.right is None):
+        raise ValueError("give both --left and --right")
+    if (args.output_dir is None) == (args.submission is None):
+        raise ValueError("give exactly one of --output-dir (files per pair) and --submission (a benchmark layout)")
+    if args.submission is not None:
+        if args.dataset is None:
+            raise ValueError("--submission needs --dataset, the benchmark's test split (e.g. kitti2015-test)")
+        check_submission_dataset(args.dataset)
+        SubmissionWriter(args.submission, args.dataset, args.method_name)
+    if args.zip and args.submission is None:
+        raise ValueError("--zip zips a --submission folder; add --submission OUT")
     if (args.focal is None) != (args.baseline is None):
         raise ValueError("metric depth needs both --focal (pixels) and --baseline; give both or neither")
     if args.focal is not None and (args.focal <= 0 or args.baseline <= 0):
@@ -129,6 +152,18 @@ def collect_pairs(left: str, right: str) -> list[Pair]:
             "so both sides need the same number of files"
         )
     return [Pair(lp, rp, name) for lp, rp, name in zip(lefts, rights, output_names(lefts))]
+
+
+def dataset_pairs(name: str, root: str) -> list[Pair]:
+    """The image pairs of a registry split or folder dataset, named as the left images' relative paths."""
+    from data.registry import image_pairs, make_dataset
+
+    try:
+        paths = image_pairs(make_dataset(name, root or None))
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    lefts = [Path(left) for left, _ in paths]
+    return [Pair(lp, Path(rp), n) for (_, rp), lp, n in zip(paths, lefts, output_names(lefts))]
 
 
 def check_output_dir(path: Path) -> None:
@@ -241,20 +276,26 @@ def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace) -
             np.save(stem.with_name(stem.name + "_depth.npy"), depth)
 
 
-def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, device: torch.device) -> None:
-    """Predict one pair and write its outputs; problems with this pair raise PairError."""
+def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, device: torch.device,
+                 writer: SubmissionWriter | None = None) -> float:
+    """Predict one pair and write its outputs (or its submission files); returns the inference seconds.
+
+    Problems with this pair raise PairError.
+    """
     left, right = load_image(pair.left), load_image(pair.right)
     if left.shape != right.shape:
         raise PairError(
             f"{pair.left} is {left.shape[1]}x{left.shape[2]} but {pair.right} is {right.shape[1]}x{right.shape[2]}; "
             "a rectified pair has equal sizes"
         )
+    start = time.perf_counter()
     try:
         disparity = predict_disparity(
             model, left, right, num_iters=args.n_iterations, num_cascades=args.n_cascades,
             size=model_size(left.shape[1], left.shape[2], args),
             dtype=cli.autocast_dtype(args.dtype, device) or torch.float32,
         ).numpy()
+        seconds = time.perf_counter() - start  # the result is on the CPU, so the device has finished
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -263,15 +304,21 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
             "or --inference-size H W"
         ) from None
     try:
-        write_outputs(Path(args.output_dir) / pair.name, disparity, args)
+        if writer is not None:
+            writer.write(pair.left, disparity, seconds)
+        else:
+            write_outputs(Path(args.output_dir) / pair.name, disparity, args)
     except OSError as e:
         raise PairError(f"cannot write the outputs of {pair.left}: {e}") from None
+    return seconds
 
 
 def main(args: argparse.Namespace) -> int:
     """Predict every pair; 1 if any pair failed. Bad input raises ValueError (`cli.run` reports it)."""
-    pairs = collect_pairs(args.left, args.right)
-    check_output_dir(Path(args.output_dir))
+    pairs = dataset_pairs(args.dataset, args.dataset_root) if args.dataset else collect_pairs(args.left, args.right)
+    destination = Path(args.submission or args.output_dir)
+    check_output_dir(destination)
+    writer = SubmissionWriter(args.submission, args.dataset, args.method_name) if args.submission else None
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -279,11 +326,14 @@ def main(args: argparse.Namespace) -> int:
     failures = []
     for pair in tqdm(pairs, desc="predict", unit="pair", disable=len(pairs) == 1):
         try:
-            process_pair(model, pair, args, device)
+            seconds = process_pair(model, pair, args, device, writer)
+            tqdm.write(f"{pair.name}: {seconds:.3f} s")
         except PairError as e:
             failures.append(str(e))
             tqdm.write(f"failed: {e}", file=sys.stderr)
-    print(f"Wrote {len(pairs) - len(failures)} of {len(pairs)} pairs to {args.output_dir}")
+    print(f"Wrote {len(pairs) - len(failures)} of {len(pairs)} pairs to {destination}")
+    if writer is not None and not failures:
+        print(f"Submission ready: {writer.finish(args.zip)}")
     if failures:
         print(f"{len(failures)} pair(s) failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1

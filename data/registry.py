@@ -256,3 +256,11 @@ def make_dataset(
     if len(dataset) == 0:
         raise FileNotFoundError(f"Dataset {name!r} is empty. {where}")
     return dataset
+
+
+def image_pairs(dataset: Dataset) -> list[tuple[str, str]]:
+    """The (left, right) image files of a file-backed dataset, in sample order; ``ValueError`` for generated ones."""
+    pairs = getattr(dataset, "_images", None)
+    if pairs is None:
+        raise ValueError(f"{type(dataset).__name__} is generated, it has no image files; pick a split on disk")
+    return [(str(left), str(right)) for left, right in pairs]
