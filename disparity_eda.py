@@ -128,7 +128,8 @@ class CropStatistics:
 
 
 class ScaleRecorder:
-    """Reads the scale that ``RandomRescaleAndCrop`` applies to each sample, from the preset it is attached to.
+    """Reads the scale that ``RandomRescaleAndCrop`` applied to the latest sample of the preset it belongs to
+    (its ``last_draw``).
 
     The effective horizontal scale of a crop is its width in the rescaled image over the original width (the
     factor its disparities are multiplied by, optional ``--resize-size`` included); "raised" marks samples
@@ -137,27 +138,11 @@ class ScaleRecorder:
 
     def __init__(self, preset: nn.Module) -> None:
         self.rescale = next(m for m in preset.modules() if isinstance(m, T.RandomRescaleAndCrop))
-        draw = self.rescale._draw_scale
-        self.drawn: float | None = None
-        self.input_size: tuple[int, int] | None = None
-
-        def recording_draw() -> float:
-            self.drawn = draw()
-            return self.drawn
-
-        self.rescale._draw_scale = recording_draw
-        self.rescale.register_forward_pre_hook(self._record_input)
-
-    def _record_input(self, module: nn.Module, inputs: tuple) -> None:
-        self.input_size = tuple(inputs[0][0].shape[-2:])
 
     def read(self, original_width: int) -> tuple[float, bool]:
         """(effective horizontal scale relative to the original image, whether it was raised to fit)."""
-        height, width = self.input_size
-        crop_h, crop_w = self.rescale.crop_size
-        scale = max(self.drawn, crop_h / height, crop_w / width)
-        new_w = max(crop_w, round(width * scale))
-        return new_w / original_width, scale > self.drawn
+        draw = self.rescale.last_draw
+        return draw.rescaled_size[1] / original_width, draw.applied > draw.drawn
 
 
 def draw_sample(dataset: Dataset, index: int, preset: nn.Module, recorder: ScaleRecorder, seed: int) -> dict:

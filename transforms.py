@@ -11,7 +11,7 @@ horizontal scale factor; a horizontal flip swaps the views (see ``RandomHorizont
 
 import math
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as nnf
@@ -415,6 +415,16 @@ def resample_ground_truth(
     return out.mul_(scale_x).masked_fill_(~valid[None], 0.0), valid
 
 
+class ScaleDraw(NamedTuple):
+    """What one `RandomRescaleAndCrop` call did: the scale it drew, the scale it applied (raised so that the
+    crop fits), its input size and the size it rescaled to before cropping."""
+
+    drawn: float
+    applied: float
+    input_size: tuple[int, int]
+    rescaled_size: tuple[int, int]
+
+
 class RandomRescaleAndCrop(nn.Module):
     """Random scale then a random ``crop_size`` window, computed only for the window.
 
@@ -428,6 +438,7 @@ class RandomRescaleAndCrop(nn.Module):
     ``interpolation_type``. Ground truth goes through ``resample_ground_truth``: ``"mask-aware"`` for dense
     maps (an output pixel is valid only if every source pixel it interpolates is valid), ``"sparse"`` (points
     moved, never blended) with ``sparse_gt``. Disparity is multiplied by the horizontal scale.
+    ``last_draw`` (a `ScaleDraw`) records the latest call, for analyses such as disparity_eda.py.
     """
 
     def __init__(
@@ -451,6 +462,7 @@ class RandomRescaleAndCrop(nn.Module):
         self.scaling_type = scaling_type
         self.interpolation_type = _check_interpolation(interpolation_type)
         self.sparse_gt = sparse_gt
+        self.last_draw: ScaleDraw | None = None
 
     def _draw_scale(self) -> float:
         value = _uniform(*self.scale_range)
@@ -461,8 +473,10 @@ class RandomRescaleAndCrop(nn.Module):
         mode = _draw_interpolation(self.interpolation_type)
         height, width = images[0].shape[-2:]
         ch, cw = self.crop_size
-        scale = max(self._draw_scale(), ch / height, cw / width)
+        drawn = self._draw_scale()
+        scale = max(drawn, ch / height, cw / width)
         new_h, new_w = max(ch, round(height * scale)), max(cw, round(width * scale))
+        self.last_draw = ScaleDraw(drawn, scale, (height, width), (new_h, new_w))
         y0, x0 = _randint(0, new_h - ch), _randint(0, new_w - cw)
 
         full, offset, window = (new_h, new_w), (y0, x0), (ch, cw)

@@ -417,3 +417,11 @@ def test_window_gather_equals_resize_then_crop(mode):
         torch.testing.assert_close(T.resample(img, rows, cols), expected, atol=2e-3, rtol=0)
         expected = F.resize(torch.where(valid, disp, 0), list(size), interpolation=mode, antialias=False)[crop]
         torch.testing.assert_close(T.resample(disp, rows, cols, valid), expected, atol=1e-4, rtol=0)
+
+
+def test_rescale_and_crop_records_its_draw():
+    torch.manual_seed(0)
+    crop = T.RandomRescaleAndCrop((32, 48), scale_range=(0.5, 0.5), scaling_type="linear")
+    images = (torch.zeros(3, 40, 60), torch.zeros(3, 40, 60))
+    crop(images, (None, None), (None, None))
+    assert crop.last_draw == T.ScaleDraw(0.5, 0.8, (40, 60), (32, 48))  # raised to fit the crop
