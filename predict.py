@@ -34,6 +34,7 @@ from utils import cli  # noqa: E402
 from utils.cli import load_model_from_args  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.evaluation import cascade_inference  # noqa: E402
+from utils.lr_consistency import lr_error, right_view_disparity  # noqa: E402
 from utils.padder import InputPadder  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -66,6 +67,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--submission", metavar="OUT",
                         help="write the upload layout of --dataset's benchmark into OUT instead of --output-dir")
     parser.add_argument("--method-name", default="CREStereo", help="method name in Middlebury's file names")
+    parser.add_argument("--lr-check", action="store_true",
+                        help="also predict the right view (mirrored swapped pair) and write the left-right error "
+                        "(NAME_lr_error.pfm) and unreliable pixels (NAME_occlusion.png, 255); greys them in colour")
+    parser.add_argument("--lr-threshold", type=float, default=1.0, help="left-right error (px) above which a "
+                        "pixel is unreliable")
     parser.add_argument("--zip", action="store_true", help="with --submission: also write OUT.zip")
     model = cli.add_model_arguments(parser)
     cli.add_iteration_arguments(model, iterations=10, cascades=1)
@@ -98,6 +104,10 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError("--submission needs --dataset, the benchmark's test split (e.g. kitti2015-test)")
         check_submission_dataset(args.dataset)
         SubmissionWriter(args.submission, args.dataset, args.method_name)
+    if args.lr_threshold <= 0:
+        raise ValueError("--lr-threshold must be positive (pixels), e.g. 1")
+    if args.lr_check and args.submission is not None:
+        raise ValueError("--lr-check writes files per pair; use it with --output-dir, not --submission")
     if args.zip and args.submission is None:
         raise ValueError("--zip zips a --submission folder; add --submission OUT")
     if (args.focal is None) != (args.baseline is None):
@@ -231,10 +241,12 @@ def write_png16(path: Path, disparity: np.ndarray) -> None:
     Image.fromarray(encoded.astype(np.uint16)).save(path)
 
 
-def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: str = "disparity [px]") -> None:
+def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: str = "disparity [px]",
+                unreliable: np.ndarray | None = None) -> None:
     """The map at its own resolution (small maps enlarged to 300 px high) with a colour bar on the right.
 
     Darker = smaller disparity = farther; the scale runs from 0 to ``vmax`` (default: the 99th percentile).
+    Pixels marked ``unreliable`` (left-right check) are grey.
     """
     height, width = disparity.shape
     top = vmax if vmax is not None else float(np.percentile(disparity, 99))
@@ -242,7 +254,9 @@ def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: st
     shown_w, shown_h = width * zoom, height * zoom
     fig = plt.figure(figsize=((shown_w + margin) / dpi, shown_h / dpi), dpi=dpi)
     ax = fig.add_axes((0.0, 0.0, shown_w / (shown_w + margin), 1.0))
-    image = ax.imshow(disparity, cmap="magma", vmin=0.0, vmax=max(top, 1e-6), interpolation="nearest")
+    cmap = plt.get_cmap("magma").with_extremes(bad="0.5")
+    shown = disparity if unreliable is None else np.ma.masked_array(disparity, mask=unreliable)
+    image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=max(top, 1e-6), interpolation="nearest")
     ax.set_axis_off()
     bar_ax = fig.add_axes(((shown_w + 12) / (shown_w + margin), 0.05, 18 / (shown_w + margin), 0.9))
     fig.colorbar(image, cax=bar_ax, label=label)
@@ -258,8 +272,15 @@ def depth_from_disparity(disparity: np.ndarray, focal: float, baseline: float) -
     return depth
 
 
-def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace) -> None:
+def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace,
+                  error: np.ndarray | None = None) -> None:
+    """The files of one pair; with the left-right ``error``, also ``_lr_error.pfm`` and ``_occlusion.png``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    unreliable = None
+    if error is not None:
+        unreliable = ~(error <= args.lr_threshold)
+        write_pfm(stem.with_name(stem.name + "_lr_error.pfm"), error)
+        Image.fromarray(unreliable.astype(np.uint8) * 255).save(stem.with_name(stem.name + "_occlusion.png"))
     if "pfm" in args.formats:
         write_pfm(stem.with_name(stem.name + ".pfm"), disparity)
     if "png16" in args.formats:
@@ -267,7 +288,7 @@ def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace) -
     if "npy" in args.formats:
         np.save(stem.with_name(stem.name + ".npy"), disparity)
     if "color" in args.formats:
-        write_color(stem.with_name(stem.name + "_color.png"), disparity, args.color_max)
+        write_color(stem.with_name(stem.name + "_color.png"), disparity, args.color_max, unreliable=unreliable)
     if args.focal is not None:
         depth = depth_from_disparity(disparity, args.focal, args.baseline)
         if "pfm" in args.formats:
@@ -290,12 +311,18 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
         )
     start = time.perf_counter()
     try:
-        disparity = predict_disparity(
-            model, left, right, num_iters=args.n_iterations, num_cascades=args.n_cascades,
-            size=model_size(left.shape[1], left.shape[2], args),
-            dtype=cli.autocast_dtype(args.dtype, device) or torch.float32,
-        ).numpy()
+        def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return predict_disparity(
+                model, a, b, num_iters=args.n_iterations, num_cascades=args.n_cascades,
+                size=model_size(left.shape[1], left.shape[2], args),
+                dtype=cli.autocast_dtype(args.dtype, device) or torch.float32,
+            )
+
+        disparity_t = run(left, right)
         seconds = time.perf_counter() - start  # the result is on the CPU, so the device has finished
+        disparity, error = disparity_t.numpy(), None
+        if args.lr_check:
+            error = lr_error(disparity_t, right_view_disparity(run, left, right)).numpy()
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -307,7 +334,7 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
         if writer is not None:
             writer.write(pair.left, disparity, seconds)
         else:
-            write_outputs(Path(args.output_dir) / pair.name, disparity, args)
+            write_outputs(Path(args.output_dir) / pair.name, disparity, args, error)
     except OSError as e:
         raise PairError(f"cannot write the outputs of {pair.left}: {e}") from None
     return seconds
