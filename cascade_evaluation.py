@@ -47,6 +47,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_runtime_arguments(parser)
     parser.add_argument("--output-dir", default=".", help="folder for the log, the JSON and --save-images figures")
     parser.add_argument("--save-images", action="store_true", help="save a figure per sample and configuration")
+    parser.add_argument(
+        "--lr-check", action="store_true",
+        help="also score on left-right consistent pixels only (runs each configuration on the mirrored, swapped "
+        "pair too) and report the fraction of scored pixels dropped",
+    )
+    parser.add_argument("--lr-threshold", default=1.0, type=float, help="left-right consistency threshold in px")
     return parser
 
 
@@ -55,6 +61,8 @@ def check_args(args: argparse.Namespace) -> None:
     cli.check_model_source(args)
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    if args.lr_threshold <= 0:
+        raise ValueError(f"--lr-threshold must be positive, got {args.lr_threshold}")
     args.eval_size = cli.parse_eval_size(args.eval_size, args.batch_size)
     cli.check_iterations(args.n_iterations, args.n_cascades)
     args.n_cascades, args.n_iterations = list(dict.fromkeys(args.n_cascades)), list(dict.fromkeys(args.n_iterations))
@@ -155,7 +163,7 @@ def main(args: argparse.Namespace) -> None:
             model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
             padder_type=args.padder_type, autocast_dtype=cli.autocast_dtype(args.dtype, state.device),
             on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
-            desc=f"{args.dataset} evaluation",
+            desc=f"{args.dataset} evaluation", lr_threshold=args.lr_threshold if args.lr_check else None,
         )
     except ValueError as e:  # inputs the model rejects (size, iterations), found on the first batch
         raise ValueError(f"evaluation stopped: {e}") from None
@@ -165,6 +173,10 @@ def main(args: argparse.Namespace) -> None:
         for (c, i), values in results.items():
             summary = ", ".join(f"{m} {v:.4f}" for m, v in values["reference"].items())
             print(f"{args.dataset} @ {size}  cascades {c}  iterations {i}: {summary}")
+            if "lr_consistent" in values:
+                consistent = values["lr_consistent"]
+                summary = ", ".join(f"{m} {v:.4f}" for m, v in consistent["reference"].items())
+                print(f"    left-right consistent pixels ({consistent['dropped']:.1%} dropped): {summary}")
         log_path = output_dir / f"{name}_eval.log"
         log = format_log(args.dataset, args.eval_size, results, args.n_cascades, args.n_iterations, args.metrics)
         log_path.write_text(log)

@@ -271,3 +271,22 @@ def test_recipe_command_reads_every_file_once(raw_checkpoint, tmp_path, monkeypa
         (c, i) for c in (1, 2) for i in (2, 5, 10, 20)
     ]
     assert len(parse_log((tmp_path / "raw_middlebury2014-train_64x64_eval.log").read_text())[1]) == 8
+
+
+def test_lr_check_reports_consistent_pixel_metrics(raw_checkpoint, tmp_path, two_synthetic_samples, capsys):
+    import json
+
+    _run(["--checkpoint", str(raw_checkpoint), "--dataset", "synthetic-val", "--device", "cpu",
+          "--eval-size", "64", "64", "--n-cascades", "1", "--n-iterations", "2", "--metrics", "mae",
+          "--output-dir", str(tmp_path), "--lr-check", "--lr-threshold", "0.5"])
+    record = json.loads((tmp_path / "raw_synthetic-val_64x64_eval.json").read_text())
+    consistent = record["results"][0]["lr_consistent"]
+    assert 0.0 < consistent["dropped"] < 1.0 and set(consistent["reference"]) == {"mae", "fl-all"}
+    console = capsys.readouterr().out
+    assert f"left-right consistent pixels ({consistent['dropped']:.1%} dropped): mae" in console
+
+
+def test_lr_threshold_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        _run(["--dataset", "synthetic-val", "--weights", "CREStereo_Base_Weights.MEGVII_V1", "--lr-check", "--lr-threshold", "0"])
+    assert "--lr-threshold must be positive" in capsys.readouterr().err

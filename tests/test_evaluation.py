@@ -198,3 +198,32 @@ def test_figures_with_and_without_ground_truth(tmp_path):
     with_gt, without = read_image(str(tmp_path / "gt.png")), read_image(str(tmp_path / "sub" / "pred.png"))
     assert with_gt.shape[-1] == without.shape[-1] == 1200  # three 4-inch columns at 100 dpi
     assert with_gt.shape[-2] > 1.8 * without.shape[-2]  # two rows of panels against one
+
+
+class ConstantModel(nn.Module):
+    """Predicts 3 px everywhere: left-right consistent except in the 3 columns whose match leaves the image."""
+
+    size_divisor = 16
+
+    def forward(self, left, right, flow_init=None, num_iters=10, return_all=False):
+        out = torch.cat([torch.full_like(left[:, :1], 3.0), torch.zeros_like(left[:, :1])], 1)
+        return [out] if return_all else out
+
+
+def test_lr_check_scores_consistent_pixels_and_counts_the_dropped_ones():
+    dataset = CountingDataset(2)
+    results = evaluate(ConstantModel(), make_loader(dataset, 1), cascades=[1], iterations=[2], device="cpu",
+                       metrics=["mae"], padder_type="sintel", progress=False, lr_threshold=1.0)
+    maes, dropped, scored = [], 0, 0
+    for i in range(2):
+        _, (disp, _), (valid, _) = dataset[i]
+        kept = valid.clone()
+        kept[:, :3] = False
+        maes.append((3.0 - disp[0])[kept].abs().mean().item())
+        dropped, scored = dropped + (valid & ~kept).sum().item(), scored + valid.sum().item()
+    consistent = results[(1, 2)]["lr_consistent"]
+    assert consistent["reference"]["mae"] == pytest.approx(sum(maes) / 2, rel=1e-6)
+    assert consistent["dropped"] == pytest.approx(dropped / scored, rel=1e-9)
+    assert results[(1, 2)]["reference"]["mae"] != pytest.approx(consistent["reference"]["mae"])
+    with pytest.raises(ValueError, match="threshold must be positive"):
+        evaluate(ConstantModel(), make_loader(dataset, 1), device="cpu", progress=False, lr_threshold=0.0)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils.distributed import EvalBatchSampler, all_reduce_sum, is_main_process
+from utils.lr_consistency import lr_error, right_view_disparity, unreliable_mask
 from utils.metrics import DEFAULT_METRICS, MetricAccumulator, check_metrics
 from utils.padder import PADDER_MODES, InputPadder
 
@@ -113,9 +114,17 @@ def evaluate(
     on_prediction: Callable[..., None] | None = None,
     progress: bool = True,
     desc: str = "evaluation",
+    lr_threshold: float | None = None,
 ) -> dict[Config, dict[str, dict[str, float]]]:
-    """Run every (cascades x iterations) configuration on each batch; see the module docstring."""
+    """Run every (cascades x iterations) configuration on each batch; see the module docstring.
+
+    With ``lr_threshold`` (px), each configuration also predicts the right view (mirrored, swapped pair) and
+    scores again on the left-right consistent pixels only: ``results[config]["lr_consistent"]`` holds those
+    metrics and ``"dropped"``, the fraction of scored pixels the check removed.
+    """
     check_metrics(metrics)
+    if lr_threshold is not None and lr_threshold <= 0:
+        raise ValueError(f"the left-right threshold must be positive, got {lr_threshold}")
     if padder_type not in PADDER_MODES + ("none",):
         raise ValueError(f"unknown padder type {padder_type!r}; choose from {list(PADDER_MODES) + ['none']}")
     device = torch.device(device)
@@ -123,6 +132,8 @@ def evaluate(
     if not configs:
         raise ValueError("give at least one number of cascades and one number of iterations")
     accumulators = {config: MetricAccumulator(metrics, device) for config in configs}
+    consistent = {config: MetricAccumulator(metrics, device) for config in configs} if lr_threshold else {}
+    dropped = torch.zeros(len(configs), 2, dtype=torch.float64, device=device)  # (dropped, scored) pixels
     batch_indices = _sample_indices(loader)
     was_training = model.training
     model.eval()
@@ -134,22 +145,29 @@ def evaluate(
             left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
             valid = valid.to(device, non_blocking=True) if valid is not None else None
             indices = batch_indices[batch_number] if batch_indices is not None else None
-            padded = {}
+            padders: dict[int, InputPadder] = {}
             for c, i in configs:
                 divisor = size_divisor(model, c)
-                if padder_type == "none":
-                    padder, inputs = None, (left, right)
-                else:
-                    if divisor not in padded:
-                        padder = InputPadder(left.shape, mode=padder_type, divisor=divisor)
-                        padded[divisor] = (padder, padder.pad(left, right))
-                    padder, inputs = padded[divisor]
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    pred = cascade_inference(model, *inputs, num_iters=i, num_cascades=c)
-                pred = pred[:, :1].float()
-                if padder is not None:
-                    pred = padder.unpad(pred)
+                padder = None
+                if padder_type != "none":
+                    if divisor not in padders:
+                        padders[divisor] = InputPadder(left.shape, mode=padder_type, divisor=divisor)
+                    padder = padders[divisor]
+
+                def predict(first: Tensor, second: Tensor) -> Tensor:
+                    pair = padder.pad(first, second) if padder is not None else (first, second)
+                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        out = cascade_inference(model, *pair, num_iters=i, num_cascades=c)[:, :1].float()
+                    return padder.unpad(out) if padder is not None else out
+
+                pred = predict(left, right)
                 accumulators[(c, i)].update(pred, disp, valid)
+                if lr_threshold:
+                    error = lr_error(pred[:, 0], right_view_disparity(predict, left, right)[:, 0])
+                    scored = valid if valid is not None else torch.ones_like(error, dtype=torch.bool)
+                    kept = scored & ~unreliable_mask(error, lr_threshold)
+                    consistent[(c, i)].update(pred, disp, kept)
+                    dropped[configs.index((c, i))] += torch.stack([(scored & ~kept).sum(), scored.sum()]).double()
                 if on_prediction is not None:
                     on_prediction((c, i), indices, left, right, disp, valid, pred)
     finally:
@@ -160,6 +178,16 @@ def evaluate(
     for config, state in zip(configs, totals):
         accumulators[config].state = state
         results[config] = {"reference": accumulators[config].reference(), "pooled": accumulators[config].pooled()}
+    if lr_threshold:
+        lr_totals = all_reduce_sum(torch.stack([consistent[config].state for config in configs]))
+        dropped = all_reduce_sum(dropped)
+        for n, (config, state) in enumerate(zip(configs, lr_totals)):
+            consistent[config].state = state
+            results[config]["lr_consistent"] = {
+                "reference": consistent[config].reference(),
+                "pooled": consistent[config].pooled(),
+                "dropped": (dropped[n, 0] / dropped[n, 1].clamp(min=1)).item(),
+            }
     seen, expected = accumulators[configs[0]].num_samples, len(loader.dataset)
     if seen != expected:
         warnings.warn(f"evaluated {seen} samples but the dataset has {expected}", RuntimeWarning)
