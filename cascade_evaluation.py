@@ -21,6 +21,7 @@ from utils import cli
 from utils.cli import load_model_from_args
 from utils.distributed import cleanup, init_distributed, is_main_process
 from utils.evaluation import evaluate, make_eval_loader, size_divisor
+from utils.legacy_flags import add_ignored, warn_ignored
 from utils.metrics import AVAILABLE_METRICS
 from utils.padder import PADDER_MODES
 from utils.visualization import denormalize, save_disparity_figure
@@ -53,6 +54,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "pair too) and report the fraction of scored pixels dropped",
     )
     parser.add_argument("--lr-threshold", default=1.0, type=float, help="left-right consistency threshold in px")
+    parser.add_argument("--img-folder", default=None,
+                        help="folder of the --save-images figures (default: {output-dir}/{name}_images)")
+    add_ignored(parser, "--world-size", "the world size comes from torchrun or srun", type=int)
+    add_ignored(parser, "--dist-url", "the process group starts from torchrun's or srun's environment")
     return parser
 
 
@@ -138,6 +143,8 @@ def image_saver(args: argparse.Namespace, folder: Path):
 def main(args: argparse.Namespace) -> None:
     """Evaluate and write the log; bad input raises ValueError (`cli.run` reports it)."""
     state = init_distributed(args.device)
+    if is_main_process():
+        warn_ignored(args, "cascade_evaluation.py")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     output_dir = Path(args.output_dir)
@@ -157,12 +164,13 @@ def main(args: argparse.Namespace) -> None:
             )
 
     name = run_name(args)
+    images = Path(args.img_folder) if args.img_folder is not None else output_dir / f"{name}_images"
     loader = make_eval_loader(dataset, args.batch_size, args.workers, pin_memory=state.device.type == "cuda")
     try:
         results = evaluate(
             model, loader, args.n_cascades, args.n_iterations, device=state.device, metrics=args.metrics,
             padder_type=args.padder_type, autocast_dtype=cli.autocast_dtype(args.dtype, state.device),
-            on_prediction=image_saver(args, output_dir / f"{name}_images") if args.save_images else None,
+            on_prediction=image_saver(args, images) if args.save_images else None,
             desc=f"{args.dataset} evaluation", lr_threshold=args.lr_threshold if args.lr_check else None,
         )
     except ValueError as e:  # inputs the model rejects (size, iterations), found on the first batch

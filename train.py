@@ -24,15 +24,17 @@ from torch.utils.data import DataLoader
 
 from data.collate import stereo_collate
 from data.mixture import MixtureSampler, add_mixture_arguments, check_dataset_steps, make_training_mixture
+from models.weights import compact_state_dict, load_checked
 from utils import cli
-from utils.checkpoint import load_checkpoint, model_state_from_checkpoint, plain_args, rng_state, save_checkpoint
-from utils.checkpoint import set_rng_state
+from utils.checkpoint import check_writable, link_checkpoint, load_checkpoint, model_state_from_checkpoint
+from utils.checkpoint import plain_args, prune_step_checkpoints, rng_state, save_checkpoint, set_rng_state
 from utils.distributed import all_reduce_sum, cleanup, init_distributed, is_main_process
 from utils.evaluation import evaluate, make_eval_loader
 from utils.logger import TrainingLogger, write_training_images
+from utils.legacy_flags import add_ignored, parse_bool, warn_ignored
 from utils.losses import LOSS_AVERAGES, training_loss
 from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, check_lr_schedule, make_lr_schedule
-from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS
+from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS, is_improvement
 
 # Flags that fix the sample stream: a run can only be continued exactly when they are unchanged.
 DATA_FLAGS = ("train_datasets", "dataset_steps", "steps_is_epochs", "batch_size", "seed")
@@ -101,10 +103,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard-log-frequency", default=100, type=int, help="image grids every N steps")
     parser.add_argument("--print-frequency", default=10, type=int, help="console line (and scalars) every N steps")
     parser.add_argument("--save-frequency", default=1000, type=int)
+    parser.add_argument("--keep-last", default=None, type=int, metavar="N",
+                        help="keep only the N newest {name}_{step}.pth files (default: all)")
+    parser.add_argument("--best-metric", default=None, choices=AVAILABLE_METRICS,
+                        help="keep {name}_best.pth, the checkpoint with the best validation value of this metric on "
+                        "the first --test-datasets (lower is better; higher for 1px, 3px, 5px, fl-all)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--resume-path", default=None, help="checkpoint or state dict to start from")
+    parser.add_argument("--resume-path", "--resume", default=None,
+                        help="checkpoint or state dict to start from (--resume: torchvision's spelling)")
     parser.add_argument("--resume-schedule", action="store_true",
                         help="with --resume-path: also restore optimizer, schedule, step and data position")
+
+    not_shuffled = "the mixture is always shuffled (by --seed); an unshuffled one is not available"
+    add_ignored(parser, "--world-size", "the world size comes from torchrun or srun", type=int)
+    add_ignored(parser, "--dist-url", "the process group starts from torchrun's or srun's environment")
+    add_ignored(parser, "--lr-decay-gamma", "the exponential decay ends at --min-lr, which sets its rate", type=float)
+    add_ignored(parser, "--gpu-transforms", "augmentation runs in the loader workers", type=None)
+    for flag in ("--dataset-shuffle", "--dataset-order-shuffle"):
+        add_ignored(parser, flag, "the mixture is always shuffled, by --seed", type=parse_bool,
+                    refuse=lambda value: None if value else not_shuffled)
     return parser
 
 
@@ -132,6 +149,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--resume-schedule needs --resume-path (the checkpoint to continue).")
     if args.gamma is not None and not 0 < args.gamma <= 1:
         raise ValueError(f"--gamma must be in (0, 1], got {args.gamma}.")
+    if args.keep_last is not None and args.keep_last < 1:
+        raise ValueError(f"--keep-last {args.keep_last} would delete every checkpoint; pass 1 or more, or leave it "
+                         "out to keep all.")
+    if args.best_metric is not None:
+        if args.valid_frequency == 0:
+            raise ValueError("--best-metric needs validation; set --valid-frequency above 0.")
+        if args.best_metric not in args.metrics:
+            raise ValueError(f"--best-metric {args.best_metric} is not among --metrics {' '.join(args.metrics)}; "
+                             "add it there.")
 
 
 def restart_checkpoint(args: argparse.Namespace) -> Path | None:
@@ -233,6 +259,7 @@ class Run:
     writer: object = None
     losses: list = field(default_factory=list)
     validations: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)  # --best-metric: metric, dataset, value, step of {name}_best.pth
 
 
 def validation_preset(args: argparse.Namespace, name: str):
@@ -248,9 +275,9 @@ def setup(args: argparse.Namespace) -> Run:
     """Check every input and build the run; raises ValueError/FileNotFoundError with the fix."""
     from data.registry import make_dataset
     from models import get_model
-    from models.weights import load_checked
 
     check_args(args)
+    check_writable(args.checkpoint_dir)
     restart = restart_checkpoint(args)
     if restart is not None:
         args.resume_path, args.resume_schedule = str(restart), True
@@ -258,6 +285,8 @@ def setup(args: argparse.Namespace) -> Run:
         dist = init_distributed(args.device)
     except RuntimeError as e:
         raise ValueError(str(e)) from None
+    if is_main_process():
+        warn_ignored(args, "train.py")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     latest = Path(args.checkpoint_dir) / f"{args.name}.pth"
@@ -335,33 +364,64 @@ def setup(args: argparse.Namespace) -> Run:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(Path(args.checkpoint_dir) / "tensorboard" / args.name)
-    return Run(args, dist, mixture, model, core, optimizer, scheduler, scaler, autocast_dtype, val_loaders,
-               start_step, writer)
+    run = Run(args, dist, mixture, model, core, optimizer, scheduler, scaler, autocast_dtype, val_loaders,
+              start_step, writer)
+    if args.best_metric is not None and args.resume_schedule and best_path(args).is_file():
+        best = load_checkpoint(best_path(args)).get("best") or {}
+        if best.get("metric") == args.best_metric and best.get("dataset") == args.test_datasets[0]:
+            run.best = best  # a restarted run keeps comparing against what it already kept
+    return run
 
 
-def save(run: Run, step: int) -> Path | None:
-    """Rank 0 writes `{name}_{step}.pth` and `{name}.pth` atomically; returns the latter."""
-    if not is_main_process():
-        return None
-    args = run.args
-    obj = {
-        "model": run.core.state_dict(),
+def checkpoint_state(run: Run, step: int) -> dict:
+    """Everything needed to continue after `step`, as plain data (no positional-encoding table)."""
+    return {
+        "model": compact_state_dict(run.core),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "step": step,
-        "args": plain_args(args),
+        "args": plain_args(run.args),
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "rng": rng_state(),
         "data_position": {
             "samples": step * run.mixture.samples_per_step,
             "samples_per_step": run.mixture.samples_per_step,
-            "seed": args.seed,
+            "seed": run.args.seed,
         },
     }
+
+
+def save(run: Run, step: int) -> Path | None:
+    """Rank 0 writes `{name}_{step}.pth` (serialised once, atomically) and makes `{name}.pth` (the latest) a hard
+    link to it, then deletes step files beyond `--keep-last`; returns the latest's path."""
+    if not is_main_process():
+        return None
+    args = run.args
     folder = Path(args.checkpoint_dir)
-    save_checkpoint(obj, folder / f"{args.name}_{step}.pth")
-    save_checkpoint(obj, folder / f"{args.name}.pth")
-    return folder / f"{args.name}.pth"
+    step_path, latest = folder / f"{args.name}_{step}.pth", folder / f"{args.name}.pth"
+    save_checkpoint(checkpoint_state(run, step), step_path)
+    link_checkpoint(step_path, latest)
+    if args.keep_last is not None:
+        prune_step_checkpoints(folder, args.name, args.keep_last)
+    return latest
+
+
+def best_path(args: argparse.Namespace) -> Path:
+    return Path(args.checkpoint_dir) / f"{args.name}_best.pth"
+
+
+def update_best(run: Run, step: int) -> None:
+    """After the validation of `step`: rank 0 writes `{name}_best.pth` if `--best-metric` improved."""
+    args = run.args
+    dataset = args.test_datasets[0]
+    value = run.validations[dataset][step][args.best_metric]
+    if not is_improvement(args.best_metric, value, run.best.get("value")):
+        return
+    run.best = {"metric": args.best_metric, "dataset": dataset, "value": value, "step": step}
+    if is_main_process():
+        save_checkpoint({**checkpoint_state(run, step), "best": run.best}, best_path(args))
+        print(f"[{step}/{run.mixture.total_steps}] best {args.best_metric} on {dataset} so far: {value:.4f}; saved "
+              f"{best_path(args)}", flush=True)
 
 
 def validate(run: Run, step: int) -> None:
@@ -476,6 +536,8 @@ def train(run: Run) -> Run:
                 save(run, step)
             if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
                 validate(run, step)
+                if args.best_metric is not None:
+                    update_best(run, step)
     finally:
         stop.restore()
         if run.writer is not None:

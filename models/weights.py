@@ -229,11 +229,22 @@ def state_dict_from_file(path: str | os.PathLike, model_name: str) -> dict:
     return state_dict
 
 
+# State-dict entries a model recomputes from its configuration: CREStereo's 64 MB positional-encoding table
+# (1x256x256x256 float32, a fixed sinusoid). Training checkpoints leave them out; `python -m models.export_weights`
+# writes them back for consumers of torchvision's layout; `load_checked` accepts files with or without them.
+DERIVED_KEYS = ("positional_encodings.pe",)
+
+
+def compact_state_dict(model: nn.Module) -> dict:
+    """`model.state_dict()` without the `DERIVED_KEYS` entries: what our training checkpoints store."""
+    return {k: v for k, v in model.state_dict().items() if not k.endswith(DERIVED_KEYS)}
+
+
 def load_checked(model: nn.Module, state_dict: dict, source: str) -> None:
     """`model.load_state_dict(state_dict, strict=True)`, failing first with a short message naming the first
     missing, unexpected or mismatched keys. The positional-encoding table is optional."""
     expected = {k: v.shape for k, v in model.state_dict(keep_vars=True).items()}
-    optional = {k for k in expected if k.endswith("positional_encodings.pe")}
+    optional = {k for k in expected if k.endswith(DERIVED_KEYS)}
     missing = [k for k in expected if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [

@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from utils.checkpoint import (
+    check_writable,
+    link_checkpoint,
     load_checkpoint,
     model_state_from_checkpoint,
     plain_args,
+    prune_step_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -104,3 +107,41 @@ def test_rng_roundtrip():
     a = torch.rand(3)
     set_rng_state(state)
     assert torch.equal(torch.rand(3), a)
+
+
+def test_latest_is_a_link_or_a_copy(tmp_path, monkeypatch):
+    step = tmp_path / "run_4.pth"
+    save_checkpoint(_checkpoint(), step)
+    link_checkpoint(step, tmp_path / "run.pth")
+    assert os.path.samefile(step, tmp_path / "run.pth")
+    step.unlink()  # --keep-last removing the step file leaves the latest
+    assert load_checkpoint(tmp_path / "run.pth")["step"] == 3
+
+    def no_links(*_):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_checkpoint(_checkpoint(), step)
+    link_checkpoint(step, tmp_path / "run.pth")
+    assert not os.path.samefile(step, tmp_path / "run.pth")
+    assert (tmp_path / "run.pth").read_bytes() == step.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth", "run_4.pth"]  # no temporary file left
+
+
+def test_prune_keeps_the_newest_steps_of_this_name_only(tmp_path):
+    names = ["run_2.pth", "run_10.pth", "run_9.pth", "run.pth", "run_best.pth", "run_x_1.pth", "runner_1.pth"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    deleted = prune_step_checkpoints(tmp_path, "run", 2)
+    assert sorted(p.name for p in deleted) == ["run_2.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {"run_2.pth"})
+    with pytest.raises(ValueError, match="at least 1"):
+        prune_step_checkpoints(tmp_path, "run", 0)
+
+
+def test_check_writable(tmp_path):
+    check_writable(tmp_path / "new" / "run")
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ValueError, match="pass a writable --checkpoint-dir"):
+        check_writable(tmp_path / "file" / "run")

@@ -1,6 +1,7 @@
 """train.py end to end on tiny synthetic runs (64x96 crops, 2 refinement iterations, a few steps)."""
 
 import argparse
+import os
 import shutil
 
 import pytest
@@ -34,6 +35,8 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "full_2.pth", weights_only=True)  # plain data only
     assert ckpt["step"] == 2 and ckpt["args"]["model"] == "crestereo_base" and ckpt["args"]["crop_size"] == [64, 96]
     assert ckpt["data_position"] == {"samples": 4, "samples_per_step": 2, "seed": 42}
+    assert not any(k.endswith("positional_encodings.pe") for k in ckpt["model"])  # recomputed, not stored
+    assert os.path.samefile(tmp_path / "full.pth", tmp_path / "full_3.pth")  # the latest: serialised once
 
     # --resume-schedule continues exactly: same loss at step 3, same final weights
     resumed = train.main(parse(tmp_path, "--name", "resumed", "--resume-path", str(tmp_path / "full_2.pth"),
@@ -46,8 +49,11 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     elastic = tmp_path / "elastic"
     elastic.mkdir()
     shutil.copy(tmp_path / "full_2.pth", elastic / "full.pth")
+    for other in ("full_1.pth", "full_2.pth", "full_best.pth", "fuller_1.pth"):
+        (elastic / other).write_bytes(b"x")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    restarted = train.main(parse(elastic, "--name", "full"))
+    restarted = train.main(parse(elastic, "--name", "full", "--keep-last", "1"))
+    assert sorted(p.name for p in elastic.glob("*.pth")) == ["full.pth", "full_3.pth", "full_best.pth", "fuller_1.pth"]
     assert restarted.start_step == 2 and restarted.losses == full.losses[2:]
     assert _same_weights(tmp_path / "full.pth", elastic / "full.pth")
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT")
@@ -96,6 +102,9 @@ def bad(tmp_path, *extra) -> str:
         (["--warmup-steps", "3", "--decay-after-steps", "2"], "longer than --decay-after-steps"),
         (["--resume-schedule"], "needs --resume-path"),
         (["--flow-loss-exclude-large"], "needs --max-disparity"),
+        (["--keep-last", "0"], "--keep-last 0 would delete every checkpoint"),
+        (["--best-metric", "mae"], "--best-metric needs validation"),
+        (["--best-metric", "d1-all", "--valid-frequency", "1"], "is not among --metrics"),
     ],
 )
 def test_bad_flags(tmp_path, extra, message):
@@ -128,6 +137,24 @@ def _finished(tmp_path):
                               "steps_is_epochs": False, "batch_size": 2, "seed": 42},
                      "data_position": {"samples": 8, "samples_per_step": 2, "seed": 42}}, path)
     return path
+
+
+def test_unwritable_checkpoint_dir(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    assert "Cannot write checkpoints to" in bad(tmp_path / "file" / "run")
+
+
+def test_best_checkpoint_follows_the_metric(tmp_path, monkeypatch):
+    # validation replaced by a scripted mae per step (0: before training): improvements at steps 1 and 3
+    maes = iter([5.0, 3.0, 4.0, 2.0])
+    monkeypatch.setattr(train, "evaluate", lambda *a, iterations, **k: {
+        (1, iterations[0]): {"reference": {"mae": next(maes), "1px": 0.5}}})
+    run = train.main(parse(tmp_path, "--name", "b", "--valid-frequency", "1", "--test-datasets", "synthetic-val",
+                           "--metrics", "mae", "1px", "--best-metric", "mae", "--keep-last", "1"))
+    assert run.best == {"metric": "mae", "dataset": "synthetic-val", "value": 2.0, "step": 3}
+    best = torch.load(tmp_path / "b_best.pth", weights_only=True)
+    assert best["best"] == run.best and best["step"] == 3 and _same_weights(tmp_path / "b_best.pth", tmp_path / "b.pth")
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["b.pth", "b_3.pth", "b_best.pth"]
 
 
 def test_existing_run_is_not_overwritten(tmp_path):

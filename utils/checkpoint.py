@@ -7,8 +7,10 @@ reads it without executing code.
 """
 
 import argparse
+import glob
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,61 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def link_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make `path` the same file as `source` without serialising again: a hard link (a copy where the filesystem
+    has none), put in place atomically like `save_checkpoint`.
+
+    Deleting either name later leaves the other intact, and neither is ever written in place.
+    """
+    source, path = Path(source), Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT filesystems, another device)
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def step_checkpoints(folder: str | os.PathLike, name: str) -> dict[int, Path]:
+    """The `{name}_{step}.pth` files in `folder`, by step."""
+    pattern = re.compile(rf"{re.escape(name)}_(\d+)\.pth")
+    found = {}
+    for path in Path(folder).glob(f"{glob.escape(name)}_*.pth"):
+        match = pattern.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def prune_step_checkpoints(folder: str | os.PathLike, name: str, keep_last: int) -> list[Path]:
+    """Delete all but the `keep_last` newest `{name}_{step}.pth` files; returns the deleted paths."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+    old = list(step_checkpoints(folder, name).values())[:-keep_last]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create `folder` and write (then remove) a file in it, so that a run fails now rather than at its first save."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"Cannot write checkpoints to {folder} ({e.strerror or e}); pass a writable --checkpoint-dir."
+        ) from None
 
 
 # Classes that torchvision's reference train.py pickles into its checkpoints (`args` is an argparse.Namespace).

@@ -41,6 +41,16 @@ from torch import Tensor
 AVAILABLE_METRICS = ("mae", "epe", "rmse", "1px", "3px", "5px", "bad1", "bad2", "relepe", "fl-all", "d1-all",
                      "bad2.0", "avgerr")
 DEFAULT_METRICS = ("mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all")
+# The metrics where a larger value is better (shares of accurate pixels); lower is better for the rest.
+HIGHER_IS_BETTER = frozenset({"1px", "3px", "5px", "fl-all"})
+
+
+def is_improvement(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` beats `best` (None: nothing to beat yet)."""
+    if best is None:
+        return True
+    return value > best if metric in HIGHER_IS_BETTER else value < best
+
 
 # Sufficient statistics: sums over valid pixels from which every metric follows.
 _STATS = ("pixels", "e", "e2", "lt1", "lt3", "lt5", "gt1", "gt2", "rel", "fl", "d1")
