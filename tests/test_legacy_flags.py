@@ -36,7 +36,7 @@ STAGE_2 = r"""torchrun --nproc_per_node 8 --nnodes 1 train.py \
     --decay-after-steps 0 \
     --warmup-steps 0 \
     --min-lr 0.00002 \
-    --resume-path $checkpoint_dir/$name_cre.pth"""
+    --resume-path $checkpoint_dir/$name_cre.pth"""  # noqa: E501 (verbatim)
 EVALUATIONS = [
     "torchrun --nproc_per_node 1 --nnodes 1 cascade_evaluation.py --dataset middlebury2014-train --batch-size 1 "
     f"--dataset-root $dataset_root --model crestereo_base --weights CREStereo_Base_Weights.{member}"
