@@ -13,8 +13,7 @@ by SLURM) resumes from its latest checkpoint by itself.
 import argparse
 import math
 import os
-import signal
-import threading
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from utils.logger import TrainingLogger, write_training_images
 from utils.legacy_flags import add_ignored, parse_bool, warn_ignored
 from utils.losses import LOSS_AVERAGES, training_loss
 from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, check_lr_schedule, make_lr_schedule
+from utils.preemption import StopRequest, checkpoint_group, ignore_stop_signals, wait_for_checkpoint
 from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS, is_improvement
 
 # Flags that fix the sample stream: a run can only be continued exactly when they are unchanged.
@@ -103,6 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard-log-frequency", default=100, type=int, help="image grids every N steps")
     parser.add_argument("--print-frequency", default=10, type=int, help="console line (and scalars) every N steps")
     parser.add_argument("--save-frequency", default=1000, type=int)
+    parser.add_argument("--save-timeout", default=600.0, type=float,
+                        help="seconds the other ranks wait for rank 0's checkpoint when a signal stops the run")
     parser.add_argument("--keep-last", default=None, type=int, metavar="N",
                         help="keep only the N newest {name}_{step}.pth files (default: all)")
     parser.add_argument("--best-metric", default=None, choices=AVAILABLE_METRICS,
@@ -149,6 +151,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--resume-schedule needs --resume-path (the checkpoint to continue).")
     if args.gamma is not None and not 0 < args.gamma <= 1:
         raise ValueError(f"--gamma must be in (0, 1], got {args.gamma}.")
+    if args.save_timeout <= 0:
+        raise ValueError(f"--save-timeout must be positive (seconds), got {args.save_timeout}.")
     if args.keep_last is not None and args.keep_last < 1:
         raise ValueError(f"--keep-last {args.keep_last} would delete every checkpoint; pass 1 or more, or leave it "
                          "out to keep all.")
@@ -215,32 +219,6 @@ def freeze_batch_norm(model: torch.nn.Module) -> None:
             module.eval()
 
 
-class StopRequest:
-    """Remembers SIGTERM/SIGINT (preemption) so the loop can save after the current step instead of dying."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGINT to the main process, which saves before stopping."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @dataclass
 class Run:
     """Everything `train` needs, built and checked by `setup` before any training work."""
@@ -259,6 +237,7 @@ class Run:
     writer: object = None
     losses: list = field(default_factory=list)
     validations: dict = field(default_factory=dict)
+    stop_group: object = None  # gloo group of the stop barrier (None in a plain process)
     best: dict = field(default_factory=dict)  # --best-metric: metric, dataset, value, step of {name}_best.pth
 
 
@@ -365,7 +344,7 @@ def setup(args: argparse.Namespace) -> Run:
 
         writer = SummaryWriter(Path(args.checkpoint_dir) / "tensorboard" / args.name)
     run = Run(args, dist, mixture, model, core, optimizer, scheduler, scaler, autocast_dtype, val_loaders,
-              start_step, writer)
+              start_step, writer, stop_group=checkpoint_group(args.save_timeout))
     if args.best_metric is not None and args.resume_schedule and best_path(args).is_file():
         best = load_checkpoint(best_path(args)).get("best") or {}
         if best.get("metric") == args.best_metric and best.get("dataset") == args.test_datasets[0]:
@@ -528,10 +507,12 @@ def train(run: Run) -> Run:
                 )
             if preempted:
                 path = save(run, step)
-                raise SystemExit(
-                    f"train.py: stopped by a signal after step {step}; checkpoint {path}. Continue with --resume-path "
-                    f"{path} --resume-schedule (torchrun and SLURM restarts do it by themselves)."
-                )
+                wait_for_checkpoint(run.stop_group, args.save_timeout)
+                if is_main_process():
+                    print(f"train.py: stopped by a signal after step {step}; checkpoint {path}. Continue with "
+                          f"--resume-path {path} --resume-schedule (torchrun and SLURM restarts do it by themselves).",
+                          file=sys.stderr, flush=True)
+                raise SystemExit(stop.exit_code)
             if step % args.save_frequency == 0 or step == mixture.total_steps:
                 save(run, step)
             if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
