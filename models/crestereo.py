@@ -271,7 +271,8 @@ class CREStereo(nn.Module):
         `num_iters` with it (1/4 level only); only the last one when `return_all=False`."""
         self._check_inputs(left, right, flow_init, num_iters)
         features = self.feature_encoder(torch.cat([left, right], dim=0))
-        left_features, right_features = features.chunk(2, dim=0)
+        # unbind, not chunk: chunk's split arithmetic would pin the batch size in an exported graph.
+        left_features, right_features = features.unflatten(0, (2, -1)).unbind(0)
         hidden, context = left_features.chunk(2, dim=1)
         hidden, context = torch.tanh(hidden), torch.relu(context)
 

@@ -1,0 +1,213 @@
+"""Deployable forms of a stereo model: one graph for a fixed number of iterations and cascades, exported with
+``torch.export`` (saved as ``.pt2``) or to ONNX, and run back through the loaded program or ONNX Runtime.
+
+API:
+
+- ``DeployableStereo(model, num_iters, num_cascades=1, uint8_input=False)``: ``forward(left, right)`` takes
+  ``(B, 3, H, W)`` images (float32 normalised to [-1, 1] as the eval preset does, or uint8 in [0, 255] with
+  ``uint8_input``) and returns the positive disparity ``(B, 1, H, W)`` float32 in input pixels, computed by
+  ``utils.evaluation.cascade_inference``. H and W must be multiples of ``size_divisor``.
+- ``export_program(module, example, dynamic)`` -> ``torch.export.ExportedProgram``; with ``dynamic`` the batch,
+  H and W are symbolic, H and W multiples of the size divisor (the graph's range constraints say so).
+- ``save_pt2`` / ``save_onnx`` write it with a metadata dict (``metadata``); ``load_exported(path)`` gives
+  an ``ExportedStereo``: call it with tensors, read ``metadata``, ``input_dtype`` and ``static_size``.
+- ``compare(exported, reference, inputs, atol)``: max absolute difference and runtimes, per named input.
+
+ONNX needs the optional packages ``onnx``, ``onnxscript`` and ``onnxruntime`` (requirements-dev.txt); they are
+imported only when an ONNX file is written or run, and ``require_onnx()`` names what is missing.
+"""
+
+import importlib
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.export import Dim, ExportedProgram
+
+from utils.evaluation import cascade_inference, size_divisor
+
+FORMATS = ("onnx", "pt2")
+ONNX_OPSET = 18  # grid_sample needs 16; 18 is the exporter's default
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+METADATA_FILE = "stereo_metadata.json"  # inside a .pt2 archive
+MEAN = STD = 0.5  # the eval preset's normalisation: (x / 255 - 0.5) / 0.5
+
+
+class DeployableStereo(nn.Module):
+    """``model`` with a fixed number of iterations and cascades, as one graph: (left, right) -> disparity."""
+
+    def __init__(self, model: nn.Module, num_iters: int, num_cascades: int = 1, *, uint8_input: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.num_iters, self.num_cascades, self.uint8_input = num_iters, num_cascades, uint8_input
+
+    @property
+    def size_divisor(self) -> int:
+        return size_divisor(self.model, self.num_cascades)
+
+    def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        if self.uint8_input:
+            left, right = ((x.float() / 255 - MEAN) / STD for x in (left, right))
+        prediction = cascade_inference(self.model, left, right, self.num_iters, self.num_cascades)
+        return prediction[:, :1].float()
+
+
+def require_onnx() -> None:
+    """Raise ImportError naming the optional ONNX packages that are not installed."""
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX needs the optional package(s) {', '.join(missing)}: pip install -r requirements-dev.txt "
+            f"(or pip install {' '.join(missing)})"
+        )
+
+
+def _dims(divisor: int) -> dict[int, Dim]:
+    return {0: Dim("batch"), 2: divisor * Dim("height_blocks", min=2), 3: divisor * Dim("width_blocks", min=2)}
+
+
+def constraint(divisor: int) -> str:
+    """The dynamic-shape rule of a graph, in words (stored in its metadata)."""
+    return (
+        f"batch >= 1; height and width multiples of {divisor}, at least {2 * divisor} "
+        f"(height = {divisor} * height_blocks, width = {divisor} * width_blocks)"
+    )
+
+
+@torch.no_grad()
+def export_program(module: DeployableStereo, example: tuple[Tensor, Tensor], dynamic: bool) -> ExportedProgram:
+    """``torch.export`` of ``module`` in eval mode. A dynamic export needs an example batch of at least 2 (a
+    batch of 1 would be specialised)."""
+    module.eval()
+    shapes = None
+    if dynamic:
+        dims = _dims(module.size_divisor)
+        shapes = {"left": dims, "right": dims}
+    return torch.export.export(module, example, dynamic_shapes=shapes)
+
+
+def save_pt2(program: ExportedProgram, path: str | Path, metadata: dict) -> None:
+    """``torch.export.save`` with ``metadata`` as JSON inside the archive."""
+    torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(metadata)})
+
+
+def save_onnx(program: ExportedProgram, path: str | Path, metadata: dict, opset: int = ONNX_OPSET) -> None:
+    """Convert to ONNX (inputs ``left``, ``right``, output ``disparity``); dynamic dimensions are named ``batch``,
+    ``height_blocks`` and ``width_blocks`` and ``metadata`` goes into the model's metadata properties."""
+    require_onnx()
+    import onnx
+
+    onnx_program = torch.onnx.export(
+        program, input_names=["left", "right"], output_names=["disparity"], opset_version=opset, dynamo=True,
+        verbose=False,
+    )
+    proto = onnx_program.model_proto
+    names = {}
+    for position, name in ((0, "batch"), (2, "height_blocks"), (3, "width_blocks")):
+        param = proto.graph.input[0].type.tensor_type.shape.dim[position].dim_param
+        symbols = re.findall(r"s\d+", param)
+        if symbols:
+            names[symbols[0]] = name
+    if names:
+        pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
+        for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param:
+                    dim.dim_param = pattern.sub(lambda m: names[m.group(1)], dim.dim_param)
+    onnx.helper.set_model_props(proto, {key: json.dumps(value) for key, value in metadata.items()})
+    onnx.save(proto, str(path))
+
+
+@dataclass
+class ExportedStereo:
+    """A loaded export: ``exported(left, right) -> disparity`` on CPU tensors, with its metadata."""
+
+    run: Callable[[Tensor, Tensor], Tensor]
+    metadata: dict
+    input_dtype: torch.dtype
+    static_size: tuple[int, int] | None  # (H, W) of a static graph, None when dynamic
+
+    def __call__(self, left: Tensor, right: Tensor) -> Tensor:
+        return self.run(left, right)
+
+
+def _onnx_session(path: str | Path, threads: int | None):
+    require_onnx()
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_exported(path: str | Path, threads: int | None = None) -> ExportedStereo:
+    """Load a ``.onnx`` (ONNX Runtime on the CPU, ``threads`` intra-op threads, default torch's) or a ``.pt2``."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        session = _onnx_session(path, threads)
+        metadata = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+        dtype = torch.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else torch.float32
+        shape = session.get_inputs()[0].shape
+
+        def run(left: Tensor, right: Tensor) -> Tensor:
+            feeds = {"left": left.contiguous().numpy(), "right": right.contiguous().numpy()}
+            return torch.from_numpy(session.run(["disparity"], feeds)[0])
+
+    else:
+        extra = {METADATA_FILE: ""}
+        program = torch.export.load(path, extra_files=extra)
+        metadata = json.loads(extra[METADATA_FILE] or "{}")
+        module = program.module()
+        placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == "left")
+        value = placeholder.meta["val"]
+        dtype, shape = value.dtype, list(value.shape)
+
+        def run(left: Tensor, right: Tensor) -> Tensor:
+            with torch.no_grad():
+                return module(left, right)
+
+    static = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+    return ExportedStereo(run, metadata, dtype, static)
+
+
+def _timed(fn: Callable[[], Tensor], runs: int) -> tuple[Tensor, float]:
+    times, output = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        output = fn()
+        times.append(time.perf_counter() - start)
+    return output, statistics.median(times)
+
+
+def compare(
+    exported: Callable[[Tensor, Tensor], Tensor],
+    reference: nn.Module,
+    inputs: dict[str, tuple[Tensor, Tensor]],
+    atol: float,
+    runs: int = 1,
+) -> list[dict]:
+    """Per named (left, right) input: max absolute difference between ``exported`` and ``reference`` (eager, in
+    eval mode, no gradients) and the median of ``runs`` runtimes of each, after one untimed warm-up call of the
+    exported model."""
+    reference.eval()
+    rows = []
+    for name, (left, right) in inputs.items():
+        with torch.no_grad():
+            expected, eager_s = _timed(lambda: reference(left, right), runs)
+        exported(left, right)
+        actual, exported_s = _timed(lambda: exported(left, right), runs)
+        if actual.shape != expected.shape:
+            raise ValueError(f"{name}: exported output {tuple(actual.shape)}, eager {tuple(expected.shape)}")
+        diff = (actual.float() - expected).abs().max().item()
+        rows.append({
+            "input": name, "shape": list(left.shape), "max_abs_diff": diff, "ok": diff <= atol,
+            "eager_s": eager_s, "exported_s": exported_s,
+        })
+    return rows
