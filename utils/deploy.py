@@ -200,9 +200,9 @@ def compare(
     rows = []
     for name, (left, right) in inputs.items():
         with torch.no_grad():
-            expected, eager_s = _timed(lambda l=left, r=right: reference(l, r), runs)
+            expected, eager_s = _timed(lambda a=left, b=right: reference(a, b), runs)
         exported(left, right)
-        actual, exported_s = _timed(lambda l=left, r=right: exported(l, r), runs)
+        actual, exported_s = _timed(lambda a=left, b=right: exported(a, b), runs)
         if actual.shape != expected.shape:
             raise ValueError(f"{name}: exported output {tuple(actual.shape)}, eager {tuple(expected.shape)}")
         diff = (actual.float() - expected).abs().max().item()
