@@ -8,6 +8,7 @@ machines.
 
     python benchmark.py model --threads 2 --json bench_model.json
     python benchmark.py model --dtype bfloat16 --compile --device cuda --batch 2
+    python benchmark.py model --tasks eval --device cpu --backend eager onnxruntime torch.export
     python benchmark.py data --train-datasets synthetic synthetic-val --dataset-steps 88 12 --crop-size 256 320
 """
 
@@ -16,18 +17,23 @@ import ctypes
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import get_model
+from utils.deploy import DeployableStereo, export_program, load_exported, require_onnx, save_onnx, save_pt2
 from utils import cli
 from utils.distributed import resolve_device
 from utils.losses import sequence_loss
+
+BACKENDS = ("eager", "onnxruntime", "torch.export")
 
 # torchvision's reference implementation on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations
 # (shared/reference/performance.md): work per call and the fraction of the (1, 5)-conv peak it reached.
@@ -96,6 +102,12 @@ def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[floa
 def model_mode(args: argparse.Namespace) -> list[dict]:
     device = resolve_device(args.device)
     dtype = cli.autocast_dtype(args.dtype, device) or torch.float32
+    deployed = [b for b in args.backend if b != "eager"]
+    if deployed and (args.tasks != ["eval"] or device.type != "cpu" or dtype != torch.float32 or args.compile):
+        raise ValueError(f"--backend {' '.join(deployed)} times the float32 eval forward on the CPU: add --tasks eval "
+                         "--device cpu, without --dtype or --compile")
+    if "onnxruntime" in deployed:
+        require_onnx()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     torch.manual_seed(0)
     h, w = args.size
@@ -166,7 +178,35 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 row["cpu_speedup_vs_reference"] = row["cpu_reference_s_here"] / result["cpu_median_s"]
             rows.append(row)
             print_row(row)
+            if task == "eval":
+                for backend in deployed:
+                    rows.append(deployed_row(backend, model, left, right, args, row))
+                    print_deployed_row(rows[-1])
     return rows
+
+
+def deployed_row(backend: str, model: torch.nn.Module, left, right, args: argparse.Namespace, eager: dict) -> dict:
+    """Time the eval forward exported to ``backend`` (onnxruntime or torch.export; static shape, float32, the
+    same iterations) in this process, next to the eager row: median time, ratio to eager, max abs difference."""
+    module = DeployableStereo(model, args.n_iterations).eval()
+    program = export_program(module, (left, right), dynamic=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / ("model.onnx" if backend == "onnxruntime" else "model.pt2")
+        (save_onnx if backend == "onnxruntime" else save_pt2)(program, path, {"model": args.model})
+        exported = load_exported(path, torch.get_num_threads())
+    result = measure(lambda: exported(left, right), torch.device("cpu"), args.runs)
+    with torch.no_grad():
+        diff = (exported(left, right) - module(left, right)).abs().max().item()
+    return {"task": "eval", "backend": backend, "threads": torch.get_num_threads(), "batch": args.batch_size,
+            "size": eager["size"], "iters": args.n_iterations, **result, "max_abs_diff_px": diff,
+            "eager_median_s": eager["median_s"], "speedup_vs_eager": eager["median_s"] / result["median_s"],
+            "cpu_speedup_vs_eager": eager["cpu_median_s"] / result["cpu_median_s"]}
+
+
+def print_deployed_row(row: dict) -> None:
+    print(f"eval {row['backend']:<13} {row['median_s']:7.3f} s [{row['min_s']:.3f}-{row['max_s']:.3f}]  "
+          f"{row['speedup_vs_eager']:.2f}x eager (cpu time {row['cpu_speedup_vs_eager']:.2f}x)  "
+          f"max abs diff {row['max_abs_diff_px']:.1e} px  mem {row['peak_memory_gb']:5.2f} GB", flush=True)
 
 
 def model_call(model: torch.nn.Module, task: str, left, right, disparity, iters: int) -> None:
@@ -286,6 +326,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_iteration_arguments(model, iterations=10)
     model.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (median reported)")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
+    model.add_argument("--backend", nargs="+", choices=BACKENDS, default=["eager"],
+                       help="also time the eval forward exported to ONNX Runtime / torch.export, in the same process")
     cli.add_runtime_arguments(model)
     model.add_argument("--json", default=None, help="write the results to this JSON file")
     add_data_parser(modes)

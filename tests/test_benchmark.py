@@ -46,3 +46,24 @@ def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
     (row,) = report["results"]
     assert row["task"] == "eval" and row["size"] == [32, 32] and row["median_s"] > 0 and row["gflop"] > 0
     assert (row["iters"], row["batch"], row["dtype"]) == (2, 1, "float32")
+
+
+def test_model_mode_times_onnxruntime_and_torch_export_next_to_eager(tmp_path):
+    report = run(["model", "--tasks", "eval", "--size", "32", "32", "--iters", "2", "--runs", "1", "--device", "cpu",
+                  "--backend", "eager", "onnxruntime", "torch.export", "--json", str(tmp_path / "model.json")])
+    eager, *deployed = report["results"]
+    assert [row["backend"] for row in deployed] == ["onnxruntime", "torch.export"]
+    for row in deployed:
+        assert row["size"] == [32, 32] and row["median_s"] > 0 and row["max_abs_diff_px"] < 1e-4
+        assert row["speedup_vs_eager"] == pytest.approx(eager["median_s"] / row["median_s"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "onnxruntime"], "times the float32 eval forward on the CPU: add --tasks eval"),
+    (["--tasks", "eval", "--backend", "torch.export", "--dtype", "bfloat16"], "without --dtype or --compile"),
+])
+def test_model_mode_rejects_backends_it_cannot_time(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(benchmark.main, benchmark.get_args_parser(),
+                argv=["model", "--device", "cpu", *argv, "--json", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
