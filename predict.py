@@ -6,6 +6,7 @@ the KITTI convention, and/or .npy), a coloured PNG with a colour bar, and metric
 optional --inference-size / --scale runs the model at another size and rescales the disparity to the input.
 
     python predict.py --left left/ --right right/ --weights CREStereo_Base_Weights.MEGVII_V1 --output-dir out
+    python predict.py --left left/ --right right/ --backend onnxruntime --onnx crestereo.onnx --output-dir out
 """
 
 import argparse
@@ -34,6 +35,7 @@ from utils import cli  # noqa: E402
 from utils.cli import load_model_from_args  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.evaluation import cascade_inference  # noqa: E402
+from utils.deploy import ExportedStereo, load_exported, require_onnx  # noqa: E402
 from utils.lr_consistency import lr_error, right_view_disparity  # noqa: E402
 from utils.padder import InputPadder  # noqa: E402
 
@@ -86,12 +88,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--focal", type=float, default=None, help="focal length in pixels of the input images")
     parser.add_argument("--baseline", type=float, default=None, help="baseline; depth comes out in the same unit")
     cli.add_runtime_arguments(parser)
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                        help="onnxruntime: run the --onnx graph of export.py (its iterations and cascades, CPU)")
+    parser.add_argument("--onnx", default=None, help="the .onnx file of export.py for --backend onnxruntime")
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject bad flags with one message naming the fix (ValueError), before any file or model is touched."""
-    cli.check_model_source(args)
+    if args.backend == "onnxruntime":
+        if args.onnx is None or not Path(args.onnx).is_file():
+            raise ValueError(f"--backend onnxruntime needs --onnx PATH, an existing export.py graph (got {args.onnx})")
+        if args.weights is not None or args.checkpoint is not None:
+            raise ValueError("--backend onnxruntime runs the weights inside --onnx; drop --weights/--checkpoint")
+        try:
+            require_onnx()
+        except ImportError as e:
+            raise ValueError(f"--backend onnxruntime: {e}") from None
+    else:
+        cli.check_model_source(args)
     cli.check_iterations(args.n_iterations, args.n_cascades)
     if (args.dataset is None) == (args.left is None and args.right is None):
         raise ValueError("give either --left and --right, or --dataset (with --dataset-root), not both")
@@ -194,8 +209,12 @@ def load_image(path: Path) -> torch.Tensor:
         raise PairError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def model_size(height: int, width: int, args: argparse.Namespace) -> tuple[int, int]:
-    """The size the model runs at for an input of ``height`` x ``width``, before padding."""
+def model_size(height: int, width: int, args: argparse.Namespace, static: tuple[int, int] | None = None
+               ) -> tuple[int, int]:
+    """The size the model runs at for an input of ``height`` x ``width``, before padding: a static exported
+    graph's own size ``static``, else --inference-size, --scale or the input size."""
+    if static is not None:
+        return static
     if args.inference_size is not None:
         return tuple(args.inference_size)
     if args.scale is not None:
@@ -219,15 +238,22 @@ def predict_disparity(
     The model runs at ``size`` (default: the input size), padded to the multiple it needs; the prediction is
     cropped back, resized to the input size and multiplied by ``W / size[1]``.
     """
-    device = next(model.parameters()).device
+    exported = isinstance(model, ExportedStereo)
+    device = torch.device("cpu") if exported else next(model.parameters()).device
     height, width = left.shape[-2:]
     size = (height, width) if size is None else tuple(size)
     preset = StereoMatchingEvalPreset(resize_size=None if size == (height, width) else size)
     (left_t, right_t), _, _ = preset((left, right), (None, None), (None, None))
-    padder = InputPadder(left_t.shape, divisor=model.size_divisor * 2 ** (num_cascades - 1))
+    divisor = model.metadata["size_divisor"] if exported else model.size_divisor * 2 ** (num_cascades - 1)
+    padder = InputPadder(left_t.shape, divisor=divisor)
     left_t, right_t = padder.pad(left_t[None].to(device), right_t[None].to(device))
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        prediction = cascade_inference(model, left_t, right_t, num_iters, num_cascades)
+    if exported:
+        if model.input_dtype == torch.uint8:  # the graph normalises: give it the (resized) images back as uint8
+            left_t, right_t = ((x * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8) for x in (left_t, right_t))
+        prediction = model(left_t, right_t)
+    else:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            prediction = cascade_inference(model, left_t, right_t, num_iters, num_cascades)
     disparity = padder.unpad(prediction[:, :1].float())
     if size != (height, width):
         disparity = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
@@ -314,7 +340,7 @@ def process_pair(model: torch.nn.Module, pair: Pair, args: argparse.Namespace, d
         def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return predict_disparity(
                 model, a, b, num_iters=args.n_iterations, num_cascades=args.n_cascades,
-                size=model_size(left.shape[1], left.shape[2], args),
+                size=model_size(left.shape[1], left.shape[2], args, getattr(model, "static_size", None)),
                 dtype=cli.autocast_dtype(args.dtype, device) or torch.float32,
             )
 
@@ -349,7 +375,15 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model = load_model_from_args(args)[0].to(device).eval()
+    if args.backend == "onnxruntime":
+        model = load_exported(args.onnx, args.threads)
+        if model.static_size is not None and (args.inference_size is not None or args.scale is not None):
+            raise ValueError(f"{args.onnx} is a static {model.static_size[0]}x{model.static_size[1]} graph: every "
+                             "pair runs at that size, so drop --inference-size/--scale (or export with --dynamic)")
+        print(f"onnxruntime: {args.onnx}, {model.metadata.get('iterations')} iterations and "
+              f"{model.metadata.get('cascades')} cascade(s) fixed in the graph")
+    else:
+        model = load_model_from_args(args)[0].to(device).eval()
     failures = []
     for pair in tqdm(pairs, desc="predict", unit="pair", disable=len(pairs) == 1):
         try:

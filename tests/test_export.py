@@ -188,3 +188,52 @@ def test_hub_entry_points_are_the_registry_and_build_as_get_model(weights):
     expected = get_model("crestereo_base", weights=weights).state_dict()
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_predict_through_onnxruntime_equals_the_torch_backend(static_onnx, weights, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import predict
+    from utils import cli
+
+    rng = np.random.default_rng(0)
+    for name in ("l.png", "r.png"):
+        Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(tmp_path / name)
+    common = ["--left", str(tmp_path / "l.png"), "--right", str(tmp_path / "r.png"), "--formats", "npy",
+              "--device", "cpu"]
+    assert cli.run(predict.main, predict.get_args_parser(), predict.check_args, argv=common + [
+        "--backend", "onnxruntime", "--onnx", str(static_onnx), "--output-dir", str(tmp_path / "ort")]) == 0
+    assert "2 iterations and 1 cascade(s) fixed in the graph" in capsys.readouterr().out
+    assert cli.run(predict.main, predict.get_args_parser(), predict.check_args, argv=common + [
+        "--weights", str(weights), "--n-iterations", "2", "--inference-size", "64", "96",
+        "--output-dir", str(tmp_path / "torch")]) == 0
+    through_ort, eager = np.load(tmp_path / "ort" / "l.npy"), np.load(tmp_path / "torch" / "l.npy")
+    assert through_ort.shape == (37, 53)
+    np.testing.assert_allclose(through_ort, eager, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--backend onnxruntime needs --onnx PATH"),
+    (["--onnx", "{onnx}", "--weights", "x.pth"], "drop --weights/--checkpoint"),
+    (["--onnx", "{onnx}", "--scale", "0.5"], "is a static 64x96 graph"),
+    (["--onnx", "{onnx}", "--onnxruntime-absent"], "ONNX needs the optional package(s) onnxruntime"),
+])
+def test_predict_onnxruntime_bad_input(extra, message, static_onnx, tmp_path, monkeypatch, capsys):
+    import predict
+    from utils import cli
+
+    if "--onnxruntime-absent" in extra:
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+        extra = [e for e in extra if e != "--onnxruntime-absent"]
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(image)
+    argv = ["--left", str(image), "--right", str(image), "--output-dir", str(tmp_path / "out"),
+            "--backend", "onnxruntime", *[e.format(onnx=static_onnx) for e in extra]]
+    with pytest.raises(SystemExit) as stop:
+        cli.run(predict.main, predict.get_args_parser(), predict.check_args, argv=argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
