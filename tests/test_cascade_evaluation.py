@@ -288,5 +288,6 @@ def test_lr_check_reports_consistent_pixel_metrics(raw_checkpoint, tmp_path, two
 
 def test_lr_threshold_must_be_positive(capsys):
     with pytest.raises(SystemExit):
-        _run(["--dataset", "synthetic-val", "--weights", "CREStereo_Base_Weights.MEGVII_V1", "--lr-check", "--lr-threshold", "0"])
+        _run(["--dataset", "synthetic-val", "--weights", "CREStereo_Base_Weights.MEGVII_V1", "--lr-check",
+              "--lr-threshold", "0"])
     assert "--lr-threshold must be positive" in capsys.readouterr().err
