@@ -35,9 +35,23 @@ from utils.losses import sequence_loss
 
 BACKENDS = ("eager", "onnxruntime", "torch.export")
 
-# torchvision's reference implementation on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations
-# (shared/reference/performance.md): work per call and the fraction of the (1, 5)-conv peak it reached.
-REFERENCE = {"eval": {"gflop": 925.0, "efficiency": 0.72}, "train": {"gflop": 2769.0, "efficiency": 0.78}}
+# torchvision's reference implementations on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations:
+# work per call and the fraction of the (1, 5)-conv peak it reached. CREStereo: shared/reference/performance.md.
+# RAFT-Stereo: FLOPs and times of shared/reference/raft_stereo/README.md (base 3.73 s / 12.31 s, realtime
+# 0.87 s / 2.40 s), over the 313 GFLOP/s float32 peak of performance.md's machine -- an assumption: the RAFT-Stereo
+# README does not give its machine's peak (realtime training then ran above the (1, 5) peak: 3x3 convolutions
+# of 128 channels run faster than the yardstick).
+_CRESTEREO = {"eval": {"gflop": 925.0, "efficiency": 0.72}, "train": {"gflop": 2769.0, "efficiency": 0.78}}
+_RAFT_STEREO_BASE = {"eval": {"gflop": 999.5, "efficiency": 0.856}, "train": {"gflop": 2985.9, "efficiency": 0.775}}
+REFERENCE = {
+    "crestereo_base": _CRESTEREO,
+    "raft_stereo_base": _RAFT_STEREO_BASE,
+    "raft_stereo": _RAFT_STEREO_BASE,
+    "raft_stereo_realtime": {
+        "eval": {"gflop": 266.3, "efficiency": 0.978},
+        "train": {"gflop": 795.7, "efficiency": 1.059},
+    },
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -170,8 +184,9 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 row["cpu_gflop_per_s"] = gflop / result["cpu_median_s"]
                 row["cpu_conv_peak_gflop_per_s"] = cpu_peak
                 row["cpu_fraction_of_peak"] = row["cpu_gflop_per_s"] / cpu_peak
-            if device.type == "cpu" and args.batch_size == 1 and (h, w) == (384, 512) and args.n_iterations == 10:
-                ref = REFERENCE[task]
+            at_reference_size = args.batch_size == 1 and (h, w) == (384, 512) and args.n_iterations == 10
+            if device.type == "cpu" and at_reference_size and args.model in REFERENCE:
+                ref = REFERENCE[args.model][task]
                 row["reference_s_here"] = ref["gflop"] / (ref["efficiency"] * peak)
                 row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
                 row["cpu_reference_s_here"] = ref["gflop"] / (ref["efficiency"] * cpu_peak)
