@@ -103,6 +103,13 @@ def bilinear_resize(flow: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
 
 
+def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of a `(B, 2, h, w)` flow to `size`, each component multiplied by the ratio of its own
+    axis (x by the width ratio, y by the height ratio); torchvision uses the height ratio for both."""
+    ratios = torch.tensor([size[1] / flow.shape[3], size[0] / flow.shape[2]], dtype=flow.dtype, device=flow.device)
+    return bilinear_resize(flow, size) * ratios.view(1, 2, 1, 1)
+
+
 def conv3x3_few_outputs(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """`conv` (3x3, padding 1) as a matrix product giving one map per kernel tap and output channel, summed at
     their shifted positions by `fold`: the same result, and for the flow head's 256 -> 2 convolution several
@@ -283,7 +290,7 @@ class CREStereo(nn.Module):
                 left_features, right_features, hidden, context, num_iters // 2, return_all, predictions
             )
         else:
-            flow = -(size[0] / flow_init.shape[2]) * bilinear_resize(flow_init.float(), size)
+            flow = -resize_flow(flow_init.float(), size)
         _, prior = self._level(
             left_features, right_features, None, hidden, context, flow, num_iters, return_all, predictions, 1
         )

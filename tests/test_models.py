@@ -227,3 +227,18 @@ def test_benchmark_model_mode_writes_its_figures(tmp_path):
     assert row["task"] == "eval" and row["size"] == [64, 64]
     assert row["gflop"] > 1 and row["median_s"] > 0 and row["conv_peak_gflop_per_s"] > 0
     assert row["peak_memory_gb"] > 0.1
+
+
+def test_flow_init_is_rescaled_per_axis():
+    # A flow_init of another aspect ratio than the 1/4 features: x scales with the width ratio, y with the height
+    # ratio. Given the same flow already at feature size, the model must compute the same prediction.
+    torch.manual_seed(0)
+    model = get_model("crestereo_base").eval()
+    left, right = torch.rand(1, 3, 64, 128) * 2 - 1, torch.rand(1, 3, 64, 128) * 2 - 1
+    coarse = torch.stack([torch.full((8, 8), -3.0), torch.full((8, 8), 0.5)])[None]
+    at_feature_size = torch.nn.functional.interpolate(coarse, size=(16, 32), mode="bilinear", align_corners=True)
+    at_feature_size = at_feature_size * torch.tensor([32 / 8, 16 / 8]).view(1, 2, 1, 1)
+    with torch.no_grad():
+        a = model(left, right, flow_init=coarse, num_iters=1, return_all=False)[-1]
+        b = model(left, right, flow_init=at_feature_size, num_iters=1, return_all=False)[-1]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
