@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import transforms as T  # noqa: E402
-from data.mixture import TrainingMixture, add_mixture_arguments, check_crop_fits, make_train_transform  # noqa: E402
+from data.mixture import TrainingMixture, add_mixture_arguments, make_train_transform  # noqa: E402
 from data.mixture import check_dataset_steps, sample_seed  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
 from utils import cli  # noqa: E402
@@ -323,8 +323,6 @@ def main(args: argparse.Namespace) -> dict:
     try:
         presets = {name: make_train_transform(args, name) for name in names}
         datasets = {name: make_dataset(name, args.dataset_root) for name in names}
-        for name, dataset in datasets.items():
-            check_crop_fits(args, name, dataset)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     output = Path(args.output_dir)

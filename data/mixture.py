@@ -208,17 +208,6 @@ def make_train_transform(args, dataset_name: str):
     )
 
 
-def check_crop_fits(args, dataset_name: str, dataset: Dataset) -> None:
-    """Reject a crop larger than the dataset's images (its first sample, or --resize-size)."""
-    height, width = args.resize_size or dataset[0][0][0].shape[-2:]
-    crop_h, crop_w = args.crop_size
-    if crop_h > height or crop_w > width:
-        raise ValueError(
-            f"--crop-size {crop_h} {crop_w} is larger than the images of {dataset_name} ({height}x{width}); "
-            f"pass a --crop-size of at most {min(crop_h, height)} {min(crop_w, width)}."
-        )
-
-
 def make_training_mixture(args, world_size: int) -> TrainingMixture:
     """Build every training dataset with its preset and the mixture train.py reads, checking the inputs."""
     from data.registry import make_dataset, require_ground_truth
@@ -228,7 +217,6 @@ def make_training_mixture(args, world_size: int) -> TrainingMixture:
     check_dataset_steps(args.train_datasets, args.dataset_steps)
     datasets = []
     for name in args.train_datasets:
-        check_crop_fits(args, name, make_dataset(name, args.dataset_root))
         datasets.append(make_dataset(name, args.dataset_root, transforms=make_train_transform(args, name)))
     return TrainingMixture(
         datasets, args.dataset_steps, args.batch_size, world_size,

@@ -98,7 +98,6 @@ def test_command_line_writes_figure_json_and_table(tmp_path, capsys):
     [
         (["--train-datasets", "nope"], "Valid names"),
         (["--train-datasets", "synthetic", "synthetic-val", "--dataset-steps", "1"], "one value per dataset"),
-        (["--train-datasets", "synthetic-val", "--crop-size", "384", "512"], "larger than the images"),
         (["--train-datasets", "synthetic", "synthetic"], "once"),
         (["--train-datasets", "sintel", "--dataset-root", "/nonexistent"], "does not exist"),
     ],

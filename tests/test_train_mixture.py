@@ -65,3 +65,19 @@ def test_ranks_disjoint_resume_and_workers():
 
     assert torch.equal(draws(0), draws(2))  # augmentation randomness does not depend on workers
     assert len(set(draws(0).flatten().tolist())) == len(per_rank[1])
+
+
+def test_every_sample_fits_a_crop_larger_than_the_images():
+    # No sample may stop a run: images smaller than the crop are upscaled to fit (the minimum scale), on
+    # every sample, instead of a check on the first sample only.
+    import argparse
+
+    from data.mixture import add_mixture_arguments, make_training_mixture
+
+    parser = argparse.ArgumentParser()
+    add_mixture_arguments(parser)
+    args = parser.parse_args(["--train-datasets", "synthetic-val", "--dataset-steps", "2", "--crop-size", "400", "96"])
+    mixture = make_training_mixture(args, world_size=1)
+    for position in range(len(mixture)):
+        (left, right), (disp, _), (mask, _) = mixture[position]
+        assert left.shape == right.shape == (3, 400, 96) and disp.shape == (1, 400, 96) and mask.any()
