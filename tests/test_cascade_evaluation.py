@@ -119,7 +119,8 @@ def _run(argv):
 
 @pytest.fixture
 def two_synthetic_samples(monkeypatch):
-    registry = pytest.importorskip("data.registry")
+    from data import registry
+
     real = registry.make_dataset
     small = {"length": 2, "size": (64, 96), "max_disparity": 24}
     monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, **small, **k))
@@ -144,7 +145,6 @@ def no_model(monkeypatch):
     ],
 )
 def test_bad_datasets_fail_before_the_model_is_built(argv, message, no_model, capsys):
-    pytest.importorskip("data.registry")
     with pytest.raises(SystemExit) as exit_info:
         _run(["--weights", "CREStereo_Base_Weights.MEGVII_V1", "--device", "cpu", *argv])
     assert exit_info.value.code == 2
@@ -152,7 +152,6 @@ def test_bad_datasets_fail_before_the_model_is_built(argv, message, no_model, ca
 
 
 def test_empty_dataset_fails_before_the_model_is_built(tmp_path, no_model, capsys):
-    pytest.importorskip("data.registry")
     (tmp_path / "Middlebury2014" / "train").mkdir(parents=True)
     with pytest.raises(SystemExit):
         _run(["--weights", "W.X", "--device", "cpu", "--dataset-root", str(tmp_path)])
@@ -164,9 +163,8 @@ def raw_checkpoint(tmp_path_factory):
     """A raw state dict of a randomly initialised crestereo_base."""
     import torch
 
-    models = pytest.importorskip("models")
-    if not hasattr(models, "get_model"):
-        pytest.skip("models.get_model has not landed yet")
+    import models
+
     path = tmp_path_factory.mktemp("weights") / "raw.pth"
     torch.save(models.get_model("crestereo_base").state_dict(), path)
     return path
@@ -193,9 +191,8 @@ def test_end_to_end_log_json_and_figures_agree(tmp_path, two_synthetic_samples, 
 
     import torch
 
-    models = pytest.importorskip("models")
-    if not hasattr(models, "get_model"):
-        pytest.skip("models.get_model has not landed yet")
+    import models
+
     torch.manual_seed(0)
     state = models.get_model("crestereo_base").state_dict()
     checkpoint = tmp_path / "checkpoints" / "run.pt"  # absolute, outside --output-dir, not .pth
@@ -243,7 +240,8 @@ def test_recipe_command_reads_every_file_once(raw_checkpoint, tmp_path, monkeypa
     import collections
     import json
 
-    data_io = pytest.importorskip("data.io")
+    from data import io as data_io
+
     _write_middlebury(tmp_path, ["Adirondack", "Motorcycle"])
     reads = collections.Counter()
     decode, open_ = data_io.decode_image, open

@@ -1,6 +1,5 @@
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,11 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from models import get_model
 from utils.distributed import DistState, EvalBatchSampler, init_distributed, resolve_device
 from utils.evaluation import cascade_inference, evaluate, make_eval_loader
-
-REFERENCE = Path("/work/shared/reference/crestereo")
-
 
 class ToyModel(nn.Module):
     """Deterministic stand-in with the model contract: the output depends on inputs, iterations and flow_init."""
@@ -55,7 +52,6 @@ class CountingDataset(Dataset):
 
 def make_loader(dataset, batch_size):
     """The real loader: ``EvalBatchSampler`` for this process's rank and ``stereo_collate``."""
-    pytest.importorskip("data.collate")
     return make_eval_loader(dataset, batch_size)
 
 
@@ -142,21 +138,12 @@ def test_two_gloo_processes_give_the_single_process_numbers(tmp_path):
                 assert out["results"][config][aggregation] == pytest.approx(values[aggregation], rel=1e-12)
 
 
-def _reference_model():
-    models = pytest.importorskip("models")
-    if not hasattr(models, "get_model"):
-        pytest.skip("models.get_model has not landed yet")
-    model = models.get_model("crestereo_base")
-    model.load_state_dict(torch.load(REFERENCE / "state_dict_no_pe.pt"))
-    return model.eval()
-
-
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared reference data not available")
-def test_cascade_inference_reproduces_reference_case_b():
-    ref = torch.load(REFERENCE / "ref_b_cascade.pt")
-    model = _reference_model()
+def test_cascade_inference_reproduces_reference_case_b(reference_file):
+    ref = torch.load(reference_file("crestereo/ref_b_cascade.pt"), weights_only=True)
+    model = get_model("crestereo_base")
+    model.load_state_dict(torch.load(reference_file("crestereo/state_dict_no_pe.pt"), weights_only=True))
     with torch.inference_mode():
-        out = cascade_inference(model, ref["left"], ref["right"], ref["num_iters"], ref["cascades"])
+        out = cascade_inference(model.eval(), ref["left"], ref["right"], ref["num_iters"], ref["cascades"])
     torch.testing.assert_close(out, ref["output"], atol=1e-4, rtol=1e-4)
 
 

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +14,8 @@ from utils.losses import (
     warp_right_to_left,
 )
 
-REF_C = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "crestereo" / "ref_c_train.pt"
-
-
-@pytest.mark.skipif(not REF_C.is_file(), reason="reference data not available")
-def test_sequence_loss_matches_reference_case_c():
-    ref = torch.load(REF_C, weights_only=True)
+def test_sequence_loss_matches_reference_case_c(reference_file):
+    ref = torch.load(reference_file("crestereo/ref_c_train.pt"), weights_only=True)
     preds = [p.detach() for p in ref["predictions"]]
     assert torch.equal(two_channel_target(ref["target_disparity"], 2), ref["target_flow"])
     no_mask = sequence_loss(preds, ref["target_disparity"], None, gamma=ref["gamma"], average="all")

@@ -1,33 +1,29 @@
 """CREStereo: reproduction of torchvision's reference outputs, state-dict layout and input checks.
 
-The reference data live in shared/reference/crestereo next to the repository (override with
-STEREO_REFERENCE_DIR); the reproduction tests are skipped when they are absent.
+The reference data come from the ``reference_file`` fixture (tests/conftest.py): shared/reference/crestereo next to
+the repository, or under STEREO_REFERENCE_DIR. Without them the reproduction tests skip, and fail under CI=1.
 """
 
 import io
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from models import CREStereo, get_model
 
-REFERENCE = Path(
-    os.environ.get("STEREO_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared/reference/crestereo")
-)
-needs_reference = pytest.mark.skipif(
-    not (REFERENCE / "state_dict_no_pe.pt").is_file(), reason=f"no reference data in {REFERENCE}"
-)
+@pytest.fixture(scope="module")
+def reference(reference_file):
+    """Loader of one reference file of shared/reference/crestereo."""
 
+    def load(name: str) -> dict:
+        return torch.load(reference_file(f"crestereo/{name}"), weights_only=True)
 
-def reference(name: str) -> dict:
-    return torch.load(REFERENCE / name, weights_only=True)
+    return load
 
 
 @pytest.fixture(scope="module")
-def weights() -> dict:
+def weights(reference) -> dict:
     return reference("state_dict_no_pe.pt")
 
 
@@ -38,9 +34,9 @@ def model(weights) -> CREStereo:
     return model
 
 
-def published_layout() -> dict[str, tuple[int, ...]]:
+def published_layout(reference_file) -> dict[str, tuple[int, ...]]:
     layout = {}
-    for line in (REFERENCE / "state_dict_keys.txt").read_text().splitlines():
+    for line in reference_file("crestereo/state_dict_keys.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             key, shape, *_ = line.split("\t")
             layout[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
@@ -53,8 +49,7 @@ def assert_close_list(actual: list[torch.Tensor], expected: list[torch.Tensor]) 
         torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4)
 
 
-@needs_reference
-def test_case_a_plain_forward(model):
+def test_case_a_plain_forward(model, reference):
     ref = reference("ref_a_forward.pt")
     with torch.no_grad():
         predictions = model(ref["left"], ref["right"], num_iters=4)
@@ -64,8 +59,7 @@ def test_case_a_plain_forward(model):
     torch.testing.assert_close(last_only[0], predictions[-1], atol=1e-6, rtol=0)
 
 
-@needs_reference
-def test_case_b_two_cascades(model):
+def test_case_b_two_cascades(model, reference):
     ref = reference("ref_b_cascade.pt")
     with torch.no_grad():
         low = model(ref["left_half"], ref["right_half"], num_iters=4)
@@ -79,8 +73,7 @@ def sequence_loss(predictions: list[torch.Tensor], target: torch.Tensor, gamma: 
     return sum(gamma ** (n - 1 - i) * (p - target).abs().mean() for i, p in enumerate(predictions))
 
 
-@needs_reference
-def test_case_c_training_step(weights):
+def test_case_c_training_step(weights, reference):
     ref = reference("ref_c_train.pt")
     model = get_model("crestereo_base").train()
     model.load_state_dict(weights)
@@ -128,9 +121,8 @@ def test_activation_checkpointing_under_bfloat16_autocast():
         assert (grads[1][name] - grads[0][name]).abs().max() <= 0.02 * grads[0][name].abs().max(), name
 
 
-@needs_reference
-def test_state_dict_has_the_published_layout(model):
-    layout = published_layout()
+def test_state_dict_has_the_published_layout(model, reference_file):
+    layout = published_layout(reference_file)
     ours = model.state_dict()
     assert len(layout) == 99
     assert list(ours) == list(layout)
@@ -139,7 +131,6 @@ def test_state_dict_has_the_published_layout(model):
     assert sum(p.numel() for p in model.parameters()) == 5_432_948
 
 
-@needs_reference
 def test_strict_load_with_and_without_positional_encoding(weights, model):
     fresh = get_model("crestereo_base")
     fresh.load_state_dict(weights, strict=True)
@@ -153,8 +144,7 @@ def test_strict_load_with_and_without_positional_encoding(weights, model):
         fresh.load_state_dict(wrong, strict=True)
 
 
-@needs_reference
-def test_positional_encoding_matches_the_reference_table():
+def test_positional_encoding_matches_the_reference_table(reference):
     intermediates = reference("ref_a_intermediates.pt")
     encoding = get_model("crestereo_base").positional_encodings.encoding(8, 12)
     torch.testing.assert_close(encoding, intermediates["pos_enc.pe_slice"], atol=1e-6, rtol=0)
@@ -162,13 +152,12 @@ def test_positional_encoding_matches_the_reference_table():
     assert get_model("crestereo_base").positional_encodings.encoding(300, 2).shape == (1, 256, 300, 2)
 
 
-@needs_reference
-def test_state_dict_round_trip(model):
+def test_state_dict_round_trip(model, reference_file):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
-    assert {k: tuple(v.shape) for k, v in loaded.items()} == published_layout()
+    assert {k: tuple(v.shape) for k, v in loaded.items()} == published_layout(reference_file)
     fresh = get_model("crestereo_base")
     fresh.load_state_dict(loaded, strict=True)
     for (name, a), (_, b) in zip(model.named_parameters(), fresh.named_parameters()):
@@ -204,8 +193,7 @@ def test_contract_attributes():
     assert all(p.shape == (2, 2, 64, 96) for p in out)
 
 
-@needs_reference
-def test_bfloat16_autocast_stays_close_to_float32(model):
+def test_bfloat16_autocast_stays_close_to_float32(model, reference):
     ref = reference("ref_a_forward.pt")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         predictions = model(ref["left"], ref["right"], num_iters=4)

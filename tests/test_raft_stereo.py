@@ -1,12 +1,10 @@
 """RAFT-Stereo base and realtime: reproduction of torchvision's reference outputs (shared/reference/raft_stereo,
 tolerances from its README), the published state-dict layout, the project's model contract and input checks.
 
-The reference data live in shared/reference/raft_stereo next to the repository (override the folder with
-RAFT_STEREO_REFERENCE_DIR). Without them the reproduction tests are skipped, except under CI=1, where they fail.
+The reference data come from the ``reference_file`` fixture (tests/conftest.py): shared/reference/raft_stereo next
+to the repository, or under STEREO_REFERENCE_DIR. Without them the reproduction tests skip, and fail under CI=1.
 """
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,20 +12,18 @@ import torch.nn.functional as F
 
 from models import RaftStereo, get_model, get_weight, list_models
 
-REFERENCE = Path(
-    os.environ.get("RAFT_STEREO_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared/reference/raft_stereo")
-)
 MODELS = ["raft_stereo_base", "raft_stereo_realtime"]
 PARAMETERS = {"raft_stereo_base": 11116176, "raft_stereo_realtime": 8077152}
 
 
-def reference(name: str) -> dict:
-    path = REFERENCE / name
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"reference file {path} is missing; CI needs the reference data")
-        pytest.skip(f"no reference data in {REFERENCE}")
-    return torch.load(path, weights_only=True)
+@pytest.fixture(scope="module")
+def reference(reference_file):
+    """Loader of one reference file of shared/reference/raft_stereo."""
+
+    def load(name: str) -> dict:
+        return torch.load(reference_file(f"raft_stereo/{name}"), weights_only=True)
+
+    return load
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -36,7 +32,7 @@ def name(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def weights(name) -> dict:
+def weights(name, reference) -> dict:
     return reference(f"{name}_state_dict.pt")
 
 
@@ -55,10 +51,8 @@ def assert_close_list(actual: list[torch.Tensor], expected: list[torch.Tensor]) 
         torch.testing.assert_close(a, -e, atol=1e-4, rtol=1e-4)
 
 
-def published_layout(name: str) -> list[tuple[str, tuple[int, ...], str]]:
-    path = REFERENCE / f"{name}_state_dict_keys.txt"
-    if not path.is_file():
-        reference(path.name)
+def published_layout(name: str, reference_file) -> list[tuple[str, tuple[int, ...], str]]:
+    path = reference_file(f"raft_stereo/{name}_state_dict_keys.txt")
     rows = []
     for line in path.read_text().splitlines():
         if line and not line.startswith("#"):
@@ -67,10 +61,10 @@ def published_layout(name: str) -> list[tuple[str, tuple[int, ...], str]]:
     return rows
 
 
-def test_state_dict_is_the_published_layout(name):
+def test_state_dict_is_the_published_layout(name, reference_file):
     model = get_model(name)
     ours = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]
-    assert ours == published_layout(name)
+    assert ours == published_layout(name, reference_file)
     assert sum(p.numel() for p in model.parameters()) == PARAMETERS[name]
 
 
@@ -84,7 +78,7 @@ def test_strict_loading_keeps_the_shared_encoder_one_tensor(name, weights, model
         assert len(aliases) == 105
 
 
-def test_alias_entries_that_differ_are_rejected():
+def test_alias_entries_that_differ_are_rejected(reference):
     state = dict(reference("raft_stereo_realtime_state_dict.pt"))
     key = "context_encoder.base_encoder.convnormrelu.0.weight"
     state[key] = state[key] + 1
@@ -92,7 +86,7 @@ def test_alias_entries_that_differ_are_rejected():
         get_model("raft_stereo_realtime").load_state_dict(state)
 
 
-def test_case_a_plain_forward(name, model):
+def test_case_a_plain_forward(name, model, reference):
     ref = reference(f"{name}_ref_a_forward.pt")
     with torch.no_grad():
         predictions = model(ref["left"], ref["right"], num_iters=ref["num_iters"])
@@ -102,7 +96,7 @@ def test_case_a_plain_forward(name, model):
     torch.testing.assert_close(last_only[0], predictions[-1], atol=1e-6, rtol=0)
 
 
-def test_case_b_flow_init(name, model):
+def test_case_b_flow_init(name, model, reference):
     ref = reference(f"{name}_ref_b_flow_init.pt")
     assert list(ref["flow_init"].shape[-2:]) == ref["feature_resolution"]
     with torch.no_grad():
@@ -131,7 +125,7 @@ def test_flow_init_at_full_resolution_is_scaled_to_the_feature_grid(model):
         torch.testing.assert_close(a, c, atol=0, rtol=0)
 
 
-def test_case_c_training_step(name, model):
+def test_case_c_training_step(name, model, reference):
     ref = reference(f"{name}_ref_c_train.pt")
     model.train()
     model.zero_grad(set_to_none=True)

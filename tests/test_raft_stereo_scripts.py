@@ -58,7 +58,8 @@ def checkpoint(tmp_path_factory):
 
 
 def test_cascade_evaluation_runs_one_and_two_cascades(tmp_path, checkpoint, monkeypatch):
-    registry = pytest.importorskip("data.registry")
+    from data import registry
+
     real = registry.make_dataset
     monkeypatch.setattr(registry, "make_dataset", lambda *a, **k: real(*a, length=2, size=(64, 256), **k))
     argv = ["--checkpoint", str(checkpoint), "--dataset", "synthetic-val", "--device", "cpu", "--eval-size", "64",
