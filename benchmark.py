@@ -10,10 +10,16 @@ machines.
     python benchmark.py model --dtype bfloat16 --compile --device cuda --batch 2
     python benchmark.py model --tasks eval --device cpu --backend eager onnxruntime torch.export
     python benchmark.py data --train-datasets synthetic synthetic-val --dataset-steps 88 12 --crop-size 256 320
+    python benchmark.py data synthetic --samples 10 --threads 1
+    python benchmark.py data decode --samples 10
+    python benchmark.py pipeline --runs 9 --reference-order
+
+`data` times the data pipeline: each training dataset and the mixture as train.py reads them, the synthetic
+scenes' generation, or one Middlebury sample's decoding against torchvision's reader. `pipeline` times decoding
+and each preset on the decoded sample in the same iterations, per CPU core.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -24,23 +30,25 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import presets
+import transforms as T
 from models import get_model
 from utils.deploy import DeployableStereo, export_program, load_exported, require_onnx, save_onnx, save_pt2
 from utils import cli
 from utils.distributed import resolve_device
 from utils.losses import sequence_loss
+from utils.timing import conv_peak, measure
 
 BACKENDS = ("eager", "onnxruntime", "torch.export")
 
-# torchvision's reference implementations on a CPU of this kind, 2 threads, float32, 1x3x384x512, 10 iterations:
-# work per call and the fraction of the (1, 5)-conv peak it reached. CREStereo: shared/reference/performance.md.
-# RAFT-Stereo: FLOPs and times of shared/reference/raft_stereo/README.md (base 3.73 s / 12.31 s, realtime
-# 0.87 s / 2.40 s), over the 313 GFLOP/s float32 peak of performance.md's machine -- an assumption: the RAFT-Stereo
-# README does not give its machine's peak (realtime training then ran above the (1, 5) peak: 3x3 convolutions
-# of 128 channels run faster than the yardstick).
+# torchvision's prototype CREStereo and RAFT-Stereo on a CPU of this kind, 2 threads, float32, 1x3x384x512,
+# 10 iterations: work per call and the fraction of the (1, 5)-conv peak they reached, as the README's "Speed and
+# memory" (CREStereo) and "RAFT-Stereo" sections give them. RAFT-Stereo's times (base 3.73 s / 12.31 s, realtime
+# 0.87 s / 2.40 s) are read over the 313 GFLOP/s float32 peak of the CREStereo measurement's machine -- an
+# assumption: no peak was measured next to them (realtime training then ran above the (1, 5) peak: 3x3
+# convolutions of 128 channels run faster than the yardstick).
 _CRESTEREO = {"eval": {"gflop": 925.0, "efficiency": 0.72}, "train": {"gflop": 2769.0, "efficiency": 0.78}}
 _RAFT_STEREO_BASE = {"eval": {"gflop": 999.5, "efficiency": 0.856}, "train": {"gflop": 2985.9, "efficiency": 0.775}}
 REFERENCE = {
@@ -52,65 +60,6 @@ REFERENCE = {
         "train": {"gflop": 795.7, "efficiency": 1.059},
     },
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        # Hand freed heap memory back first, so that an earlier task's freed memory does not count.
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak resident set size (VmHWM)
-            f.write("5")
-
-
-def peak_memory_gb(device: torch.device) -> float:
-    """CUDA: max allocated; CPU: peak resident set size of the process since the last reset."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    with open("/proc/self/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-    return kb * 1024 / 1e9
-
-
-def measure(
-    fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None
-) -> dict:
-    """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
-    memory of the timed calls."""
-    (warm_up or fn)()
-    synchronize(device)
-    reset_peak_memory(device)
-    times, cpu_times = [], []
-    for _ in range(runs):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "cpu_median_s": statistics.median(cpu_times),
-        "peak_memory_gb": peak_memory_gb(device),
-    }
-
-
-def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[float, float]:
-    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape,
-    per second of wall-clock time and per second of process CPU time."""
-    x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
-    w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
-    gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
-    with torch.no_grad():
-        result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
-    return gflop / result["median_s"], gflop / result["cpu_median_s"]
 
 
 def model_mode(args: argparse.Namespace) -> list[dict]:
@@ -257,7 +206,9 @@ def print_row(row: dict) -> None:
 
 
 def data_mode(args: argparse.Namespace) -> list[dict]:
-    """Samples per second of each training dataset (read + its train preset) and of the mixture, on the CPU.
+    """Samples per second of each training dataset (read + its train preset) and of the mixture, on the CPU;
+    ``synthetic``: generation time of synthetic scenes per size; ``decode``: a Middlebury 2014 read against
+    torchvision's reader.
 
     In process: median and spread of ``--samples`` single-sample reads after one warm-up, at ``--threads``.
     Through a DataLoader (``stereo_collate``, ``--batch-size``) for each ``--workers`` count: samples/s over
@@ -271,6 +222,10 @@ def data_mode(args: argparse.Namespace) -> list[dict]:
 
     if args.samples < 1 or args.batches < 1 or min(args.workers) < 0:
         raise ValueError("--samples and --batches must be at least 1 and --workers at least 0")
+    if args.what == "synthetic":
+        return synthetic_rows(args.sizes or [(384, 512), (1024, 1536)], args.samples)
+    if args.what == "decode":
+        return decode_rows(args.sizes or [(1988, 2964)], args.samples)
     try:
         mixture = make_training_mixture(args, world_size=1)
     except FileNotFoundError as e:
@@ -318,16 +273,221 @@ def print_data_row(row: dict) -> None:
     print(line, flush=True)
 
 
+def synthetic_rows(sizes: list[tuple[int, int]], samples: int) -> list[dict]:
+    """Median milliseconds (wall and process CPU) to generate one ``SyntheticStereo`` sample of each size, with
+    ``max_disparity`` = width / 8, at the current thread count."""
+    from data.synthetic import SyntheticStereo
+
+    rows = []
+    for height, width in sizes:
+        dataset = SyntheticStereo(size=(height, width), max_disparity=width / 8, length=samples + 1)
+        positions = iter(range(samples + 1))
+        result = measure(lambda: dataset[next(positions)], torch.device("cpu"), samples)
+        rows.append({"mode": "data", "what": "synthetic", "size": [height, width], "max_disparity": width / 8,
+                     "threads": torch.get_num_threads(), **result})
+        print(f"synthetic {height}x{width} (max_disparity {width / 8:g}), {rows[-1]['threads']} thread(s): "
+              f"{1000 * result['median_s']:.1f} ms/sample wall, {1000 * result['cpu_median_s']:.1f} ms CPU", flush=True)
+    return rows
+
+
+def write_middlebury_scene(root: Path, size: tuple[int, int]) -> None:
+    """skimage's Middlebury Motorcycle pair resized to ``size`` (H, W) as a Middlebury 2014 training scene:
+    PNG images and both PFM disparities (scaled with the width)."""
+    import torch.nn.functional as F
+    from skimage.data import stereo_motorcycle
+    from torchvision.io import write_png
+
+    from data.io import write_pfm
+
+    left, right, disparity = stereo_motorcycle()
+    scene = root / "Middlebury2014" / "train" / "Motorcycle-perfect"
+    scene.mkdir(parents=True)
+    for name, image in (("im0.png", left), ("im1.png", right)):
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        resized = F.interpolate(tensor, size=size, mode="bicubic", antialias=True).clamp(0, 255).round()
+        write_png(resized[0].to(torch.uint8), str(scene / name))
+    scale = size[1] / disparity.shape[1]
+    resized = F.interpolate(torch.from_numpy(disparity)[None, None], size=size, mode="nearest")[0, 0] * scale
+    write_pfm(scene / "disp0.pfm", resized)
+    write_pfm(scene / "disp1.pfm", resized)
+
+
+def decode_rows(sizes: list[tuple[int, int]], samples: int) -> list[dict]:
+    """Milliseconds to read one Middlebury 2014 sample (pair, both disparities and masks) of each size through
+    ``data.datasets.Middlebury2014Stereo`` and through torchvision's reader (PIL + numpy, converted to
+    tensors), at the current thread count. The transforms' budget reference."""
+    import torchvision.datasets as tvd
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from data.datasets import Middlebury2014Stereo
+
+    rows = []
+    for height, width in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_middlebury_scene(Path(tmp), (height, width))
+            ours = Middlebury2014Stereo(tmp)
+            theirs = tvd.Middlebury2014Stereo(tmp)
+
+            def torchvision_sample() -> tuple:
+                left, right, disparity, valid = theirs[0]
+                return pil_to_tensor(left), pil_to_tensor(right), torch.from_numpy(disparity), torch.from_numpy(valid)
+
+            files = sorted((Path(tmp) / "Middlebury2014" / "train").rglob("*.*"))
+            mib = {p.name: p.stat().st_size / 2**20 for p in files}
+            print("files (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in mib.items()))
+            for reader, fn in (("data.datasets (torchvision.io)", lambda: ours[0]),
+                               ("torchvision (PIL + numpy, to tensors)", torchvision_sample)):
+                result = measure(fn, torch.device("cpu"), samples)
+                rows.append({"mode": "data", "what": "decode", "size": [height, width], "reader": reader,
+                             "threads": torch.get_num_threads(), "files_mib": mib, **result})
+                print(f"Middlebury {height}x{width} sample, {reader}: {1000 * result['median_s']:.0f} ms wall, "
+                      f"{1000 * result['cpu_median_s']:.0f} ms CPU ({rows[-1]['threads']} thread(s))", flush=True)
+    return rows
+
+
+# Pipeline mode: decoding, then the train or eval preset on the decoded sample, per CPU core.
+
+PIPELINE_SAMPLES = {"middlebury": ((1988, 2964), True), "sceneflow": ((540, 960), False)}  # size, invalid pixels
+
+
+def smooth_field(height: int, width: int, cells: int, generator: torch.Generator) -> torch.Tensor:
+    """Low-frequency random field in [0, 1] of shape (1, H, W)."""
+    import torch.nn.functional as F
+
+    coarse = torch.rand(1, 1, cells, max(2, cells * width // height), generator=generator)
+    return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+
+
+def write_textured_sample(folder: Path, height: int, width: int, with_invalid: bool) -> None:
+    """Photo-like textured pair, right view = left shifted by the disparity, and PFM disparities (with holes of
+    infinite disparity, as Middlebury's, when ``with_invalid``)."""
+    from torchvision.io import write_png
+
+    from data.io import write_pfm
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.cat([smooth_field(height, width, 24, g) for _ in range(3)])
+    texture = texture * 200 + torch.randn(3, height, width, generator=g) * 6 + 20
+    disparity = smooth_field(height, width, 6, g) * (0.08 * width) + 0.01 * width
+    xs = torch.arange(width).view(1, -1) - disparity[0].round().long()
+    right = texture.gather(2, xs.clamp(0, width - 1).unsqueeze(0).expand(3, -1, -1))
+    write_png(texture.clamp(0, 255).to(torch.uint8), str(folder / "im0.png"))
+    write_png(right.clamp(0, 255).to(torch.uint8), str(folder / "im1.png"))
+    for name in ("disp0.pfm", "disp1.pfm"):
+        disp = disparity.clone()
+        if with_invalid:
+            holes = smooth_field(height, width, 12, g) > 0.8
+            disp[holes] = float("inf")
+        write_pfm(folder / name, disp)
+
+
+def decode_sample(folder: Path) -> tuple:
+    """Read a sample exactly as the datasets do: uint8 images, zeroed invalid disparity and bool masks."""
+    from data.io import read_image, read_pfm, valid_disparity
+
+    images = (read_image(folder / "im0.png"), read_image(folder / "im1.png"))
+    d0, m0 = valid_disparity(read_pfm(folder / "disp0.pfm"))
+    d1, m1 = valid_disparity(read_pfm(folder / "disp1.pfm"))
+    return images, (d0, d1), (m0, m1)
+
+
+def photometric_first_preset(crop_size: tuple[int, int]) -> T.Compose:
+    """The order of torchvision's reference scripts at train.py's defaults: colour, gamma and the right-view
+    shift on the full image, before the crop (built from our transforms, so only the order differs)."""
+    return T.Compose(
+        [
+            T.AsymmetricColorJitter((0.8, 1.2), (0.8, 1.2), 0.0, 0.0, p=1.0),
+            T.AsymmetricGammaAdjust(p=1.0, gamma_range=(0.8, 1.2)),
+            T.RandomSpatialShift(1.0, 0.1, 2.0),
+            T.ConvertImageDtype(torch.float32),
+            T.RandomRescaleAndCrop(crop_size, (0.6, 1.0), 1.0, "linear"),
+            T.RandomHorizontalFlip(0.5),
+            T.RandomOcclusion(1.0),
+            T.Normalize(0.5, 0.5),
+            T.MakeValidDisparityMask(),
+        ]
+    )
+
+
+def time_pipeline(folder: Path, transform: Callable, runs: int) -> tuple[float, float]:
+    """Median seconds per sample of decoding and of ``transform`` on the decoded sample, timed in the same
+    iterations so that load on the machine affects both alike (one warm-up iteration dropped)."""
+    decode_times, transform_times = [], []
+    for i in range(runs + 1):
+        torch.manual_seed(i)
+        start = time.perf_counter()
+        sample = decode_sample(folder)
+        middle = time.perf_counter()
+        transform(*sample)
+        end = time.perf_counter()
+        decode_times.append(middle - start)
+        transform_times.append(end - middle)
+    return statistics.median(decode_times[1:]), statistics.median(transform_times[1:])
+
+
+def pipeline_mode(args: argparse.Namespace) -> list[dict]:
+    """Decode + preset throughput per CPU core on a Middlebury-sized and a SceneFlow-sized written sample (sizes
+    divided by ``--downscale``); "x decode" is (decode + preset) / decode."""
+    if args.runs < 1 or args.downscale < 1:
+        raise ValueError("--runs and --downscale must be at least 1")
+    crop = tuple(args.crop_size)
+    pipelines = {
+        f"train (crop {crop[0]}x{crop[1]}, linear 0.6-1.0)": presets.StereoMatchingTrainPreset(
+            crop_size=crop, scaling_type="linear", scale_range=(0.6, 1.0), spatial_shift_prob=1.0,
+            spatial_shift_max_angle=0.1, spatial_shift_max_displacement=2.0, occlusion_prob=0.5,
+        ),
+        "eval 384x512 (published protocol)": presets.StereoMatchingEvalPreset(),
+        "eval native resolution": presets.StereoMatchingEvalPreset(resize_size=None),
+    }
+    if args.reference_order:
+        pipelines["train, reference order (photometric ops before the crop)"] = photometric_first_preset(crop)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.runs} runs\n")
+    print("| sample | pipeline | decode s | preset s | samples/s | x decode | decode share |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, ((height, width), with_invalid) in PIPELINE_SAMPLES.items():
+            height, width = height // args.downscale, width // args.downscale
+            folder = Path(tmp) / name
+            folder.mkdir()
+            write_textured_sample(folder, height, width, with_invalid)
+            for pipeline, transform in pipelines.items():
+                decode_s, preset_s = time_pipeline(folder, transform, args.runs)
+                total = decode_s + preset_s
+                rows.append({"mode": "pipeline", "sample": name, "size": [height, width], "pipeline": pipeline,
+                             "threads": torch.get_num_threads(), "decode_s": decode_s, "preset_s": preset_s,
+                             "samples_per_s": 1 / total, "x_decode": total / decode_s})
+                print(f"| {name} {height}x{width} | {pipeline} | {decode_s:.3f} | {preset_s:.3f} | {1 / total:.2f} "
+                      f"| {total / decode_s:.2f} | {100 * decode_s / total:.0f}% |", flush=True)
+    return rows
+
+
 def add_data_parser(modes) -> None:
     from data.mixture import add_mixture_arguments
 
-    data = modes.add_parser("data", help="data pipeline: samples/s per training dataset and for the mixture")
+    data = modes.add_parser("data", help="data pipeline: samples/s per training dataset and for the mixture "
+                            "(datasets), synthetic-scene generation (synthetic), Middlebury decoding (decode)")
+    data.add_argument("what", nargs="?", choices=["datasets", "synthetic", "decode"], default="datasets",
+                      help="datasets: train.py's datasets and mixture (default); synthetic: generation time per "
+                      "--sizes; decode: one Middlebury 2014 sample of each --sizes, ours against torchvision's reader")
     add_mixture_arguments(data)
-    data.add_argument("--samples", type=int, default=20, help="timed single-sample reads per dataset")
+    data.add_argument("--samples", type=int, default=20, help="timed single-sample reads per dataset (or size)")
+    data.add_argument("--sizes", type=image_size, nargs="+", default=None, metavar="HxW",
+                      help="synthetic: scene sizes (default 384x512 1024x1536); decode: Middlebury sample sizes "
+                      "(default 1988x2964, the full 2014 size)")
     data.add_argument("--batches", type=int, default=10, help="timed DataLoader batches per dataset and worker count")
     data.add_argument("--workers", type=int, nargs="+", default=[4], help="DataLoader worker counts to time")
     data.add_argument("--threads", type=int, default=1, help="CPU threads of the in-process reads (1 = per core)")
     data.add_argument("--json", default=None, help="write the results to this JSON file")
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    try:
+        height, width = (int(v) for v in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 384x512") from None
+    return height, width
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -346,6 +506,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_runtime_arguments(model)
     model.add_argument("--json", default=None, help="write the results to this JSON file")
     add_data_parser(modes)
+    pipeline = modes.add_parser("pipeline", help="decoding + train/eval preset per CPU core")
+    pipeline.add_argument("--runs", type=int, default=7, help="timed runs per figure (median reported)")
+    pipeline.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = per core)")
+    pipeline.add_argument("--reference-order", action="store_true",
+                          help="also time the train preset in the order of torchvision's reference scripts "
+                          "(photometric ops before the crop)")
+    pipeline.add_argument("--crop-size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"),
+                          help="the train preset's crop")
+    pipeline.add_argument("--downscale", type=int, default=1,
+                          help="divide the sample sizes (1988x2964, 540x960) by this factor")
+    pipeline.add_argument("--json", default=None, help="write the results to this JSON file")
     return parser
 
 
@@ -356,6 +527,8 @@ def main(args: argparse.Namespace) -> None:
         rows = model_mode(args)
     if args.mode == "data":
         rows = data_mode(args)
+    if args.mode == "pipeline":
+        rows = pipeline_mode(args)
     if args.json:
         with open(args.json, "w") as f:
             summary = {"mode": args.mode, "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": rows}

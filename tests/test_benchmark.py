@@ -67,3 +67,42 @@ def test_model_mode_rejects_backends_it_cannot_time(argv, message, tmp_path, cap
         cli.run(benchmark.main, benchmark.get_args_parser(),
                 argv=["model", "--device", "cpu", *argv, "--json", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_data_synthetic_times_the_generation_of_each_size(tmp_path, capsys):
+    report = run(["data", "synthetic", "--sizes", "32x48", "64x64", "--samples", "2", "--json", str(tmp_path / "s")])
+    rows = report["results"]
+    assert [(r["what"], r["size"], r["max_disparity"], r["threads"]) for r in rows] == [
+        ("synthetic", [32, 48], 6.0, 1), ("synthetic", [64, 64], 8.0, 1)]
+    assert all(0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["cpu_median_s"] > 0 for r in rows)
+    assert "synthetic 64x64 (max_disparity 8), 1 thread(s):" in capsys.readouterr().out
+
+
+def test_data_decode_times_our_middlebury_reader_and_torchvisions(tmp_path, capsys):
+    rows = run(["data", "decode", "--sizes", "64x96", "--samples", "1", "--json", str(tmp_path / "d")])["results"]
+    assert [r["reader"] for r in rows] == ["data.datasets (torchvision.io)", "torchvision (PIL + numpy, to tensors)"]
+    assert all(r["size"] == [64, 96] and r["median_s"] > 0 for r in rows)
+    assert sorted(rows[0]["files_mib"]) == ["disp0.pfm", "disp1.pfm", "im0.png", "im1.png"]
+    assert "Middlebury 64x96 sample, torchvision" in capsys.readouterr().out
+
+
+def test_data_rejects_a_size_that_is_not_hxw(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.get_args_parser().parse_args(["data", "synthetic", "--sizes", "64"])
+    assert exit_info.value.code == 2 and "'64' is not HxW" in capsys.readouterr().err
+
+
+def test_pipeline_times_decoding_and_each_preset_in_the_same_iterations(tmp_path, capsys):
+    report = run(["pipeline", "--runs", "1", "--downscale", "16", "--crop-size", "32", "48", "--reference-order",
+                  "--json", str(tmp_path / "p")])
+    rows = report["results"]
+    assert report["mode"] == "pipeline"
+    assert [(r["sample"], r["size"]) for r in rows[::4]] == [("middlebury", [124, 185]), ("sceneflow", [33, 60])]
+    assert [r["pipeline"] for r in rows[:4]] == [
+        "train (crop 32x48, linear 0.6-1.0)", "eval 384x512 (published protocol)", "eval native resolution",
+        "train, reference order (photometric ops before the crop)"]
+    for r in rows:
+        assert r["decode_s"] > 0 and r["preset_s"] > 0
+        assert r["x_decode"] == pytest.approx((r["decode_s"] + r["preset_s"]) / r["decode_s"])
+        assert r["samples_per_s"] == pytest.approx(1 / (r["decode_s"] + r["preset_s"]))
+    assert "| sceneflow 33x60 | eval native resolution |" in capsys.readouterr().out

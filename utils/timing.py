@@ -1,0 +1,71 @@
+"""Timing helpers of ``benchmark.py``: median wall-clock and process-CPU time of repeated calls, peak memory,
+and the (1, 5)-convolution peak that the model figures are read against."""
+
+import ctypes
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA allocator peak, or the process's peak resident set size)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        # Hand freed heap memory back first, so that an earlier task's freed memory does not count.
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak resident set size (VmHWM)
+            f.write("5")
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: max allocated; CPU: peak resident set size of the process since the last reset."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    return kb * 1024 / 1e9
+
+
+def measure(
+    fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None
+) -> dict:
+    """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
+    memory of the timed calls."""
+    (warm_up or fn)()
+    synchronize(device)
+    reset_peak_memory(device)
+    times, cpu_times = [], []
+    for _ in range(runs):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "cpu_median_s": statistics.median(cpu_times),
+        "peak_memory_gb": peak_memory_gb(device),
+    }
+
+
+def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[float, float]:
+    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape,
+    per second of wall-clock time and per second of process CPU time."""
+    x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
+    w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
+    gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
+    with torch.no_grad():
+        result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
+    return gflop / result["median_s"], gflop / result["cpu_median_s"]
