@@ -24,7 +24,8 @@ from utils.evaluation import evaluate, make_eval_loader, size_divisor
 from utils.legacy_flags import add_ignored, warn_ignored
 from utils.metrics import AVAILABLE_METRICS
 from utils.padder import PADDER_MODES
-from utils.visualization import denormalize, save_disparity_figure
+from utils.preprocessing import denormalize
+from utils.visualization import save_disparity_figure
 
 DEFAULT_LOG_METRICS = ["mae", "rmse", "1px", "3px", "5px", "relepe"]
 

@@ -20,20 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 import transforms as T  # noqa: E402
 from data.mixture import TrainingMixture, add_mixture_arguments, make_train_transform  # noqa: E402
 from data.mixture import check_dataset_steps, sample_seed  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
 from utils import cli  # noqa: E402
+from utils.visualization import plt  # noqa: E402
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99, 99.9)
 BIN_WIDTH = 0.125  # px; percentiles read from the histogram are exact to this width

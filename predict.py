@@ -18,26 +18,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from data.io import read_image, write_pfm  # noqa: E402
-from data.submission import SubmissionWriter, check_submission_dataset  # noqa: E402
-from presets import StereoMatchingEvalPreset  # noqa: E402
-from utils import cli  # noqa: E402
-from utils.cli import load_model_from_args  # noqa: E402
-from utils.distributed import resolve_device  # noqa: E402
-from utils.evaluation import cascade_inference  # noqa: E402
-from utils.deploy import ExportedStereo, load_exported, require_onnx  # noqa: E402
-from utils.lr_consistency import lr_error, right_view_disparity  # noqa: E402
-from utils.padder import InputPadder  # noqa: E402
+from data.io import read_image, write_pfm
+from data.submission import SubmissionWriter, check_submission_dataset
+from presets import StereoMatchingEvalPreset
+from utils import cli
+from utils.cli import load_model_from_args
+from utils.distributed import resolve_device
+from utils.evaluation import cascade_inference
+from utils.deploy import ExportedStereo, load_exported, require_onnx
+from utils.lr_consistency import lr_error, right_view_disparity, unreliable_mask
+from utils.padder import InputPadder
+from utils.visualization import colorbar_mappable, colorize, plt
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 FORMATS = ("pfm", "png16", "npy", "color")
@@ -280,12 +277,11 @@ def write_color(path: Path, disparity: np.ndarray, vmax: float | None, label: st
     shown_w, shown_h = width * zoom, height * zoom
     fig = plt.figure(figsize=((shown_w + margin) / dpi, shown_h / dpi), dpi=dpi)
     ax = fig.add_axes((0.0, 0.0, shown_w / (shown_w + margin), 1.0))
-    cmap = plt.get_cmap("magma").with_extremes(bad="0.5")
-    shown = disparity if unreliable is None else np.ma.masked_array(disparity, mask=unreliable)
-    image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=max(top, 1e-6), interpolation="nearest")
+    rgb = colorize(disparity, 0.0, top, unreliable, invalid_color=(0.5, 0.5, 0.5))
+    ax.imshow(rgb.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_axis_off()
     bar_ax = fig.add_axes(((shown_w + 12) / (shown_w + margin), 0.05, 18 / (shown_w + margin), 0.9))
-    fig.colorbar(image, cax=bar_ax, label=label)
+    fig.colorbar(colorbar_mappable(0.0, top), cax=bar_ax, label=label)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
@@ -304,7 +300,7 @@ def write_outputs(stem: Path, disparity: np.ndarray, args: argparse.Namespace,
     stem.parent.mkdir(parents=True, exist_ok=True)
     unreliable = None
     if error is not None:
-        unreliable = ~(error <= args.lr_threshold)
+        unreliable = unreliable_mask(torch.from_numpy(error), args.lr_threshold).numpy()
         write_pfm(stem.with_name(stem.name + "_lr_error.pfm"), error)
         Image.fromarray(unreliable.astype(np.uint8) * 255).save(stem.with_name(stem.name + "_occlusion.png"))
     if "pfm" in args.formats:

@@ -20,11 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,7 +32,7 @@ from predict import predict_disparity  # noqa: E402
 from presets import StereoMatchingTrainPreset  # noqa: E402
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
 from utils.lr_schedule import lr_at  # noqa: E402
-from utils.visualization import save_disparity_figure  # noqa: E402
+from utils.visualization import plt, save_disparity_figure  # noqa: E402
 
 
 

@@ -175,7 +175,8 @@ def test_init_distributed_reads_the_environment(monkeypatch):
 def test_figures_with_and_without_ground_truth(tmp_path):
     from torchvision.io import read_image
 
-    from utils.visualization import denormalize, save_disparity_figure
+    from utils.preprocessing import denormalize
+    from utils.visualization import save_disparity_figure
 
     left = torch.rand(3, 32, 48) * 2 - 1
     assert torch.allclose(denormalize(left), (left + 1) / 2)

@@ -8,14 +8,14 @@ import resource
 import sys
 import time
 
-import matplotlib
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from utils.distributed import all_reduce_sum, is_main_process
 from utils.metrics import metrics_from_stats, pixel_stats
-from utils.visualization import denormalize
+from utils.preprocessing import denormalize
+from utils.visualization import colorize
 
 TRAIN_METRICS = ("mae", "1px", "3px")
 
@@ -131,15 +131,6 @@ class TrainingLogger:
         return values
 
 
-def _colorize(disparity: Tensor, vmin: float, vmax: float, valid: Tensor | None = None) -> Tensor:
-    """`(H, W)` disparity to a `(3, H, W)` magma image in [0, 1]; invalid pixels black."""
-    x = ((disparity.float() - vmin) / max(vmax - vmin, 1e-6)).clamp(0, 1)
-    rgb = torch.from_numpy(matplotlib.colormaps["magma"](x.cpu().numpy())[..., :3]).permute(2, 0, 1).float()
-    if valid is not None:
-        rgb = rgb * valid.cpu().float()
-    return rgb
-
-
 def write_training_images(
     writer,
     step: int,
@@ -158,7 +149,7 @@ def write_training_images(
     shown = gt[mask] if mask.any() else predictions[-1][0, 0].detach()
     vmin, vmax = float(shown.min()), float(shown.max())
     images = [denormalize(left[0].detach(), mean, std).cpu(), denormalize(right[0].detach(), mean, std).cpu()]
-    images += [_colorize(gt, vmin, vmax, mask), _colorize(predictions[-1][0, 0].detach(), vmin, vmax)]
+    images += [colorize(gt, vmin, vmax, ~mask), colorize(predictions[-1][0, 0], vmin, vmax)]
     writer.add_image("predictions", make_grid(images, nrow=2, padding=2), step)
-    sequence = [_colorize(p[0, 0].detach(), vmin, vmax) for p in predictions]
+    sequence = [colorize(p[0, 0], vmin, vmax) for p in predictions]
     writer.add_image("sequence", make_grid(sequence, nrow=min(len(sequence), 4), padding=2), step)

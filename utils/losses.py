@@ -8,6 +8,8 @@ second channel is the vertical flow, trained towards 0). Ground truth is `(B, 1,
 import torch
 import torch.nn.functional as F
 
+from utils.preprocessing import denormalize
+
 LOSS_AVERAGES = ("valid", "all")
 
 
@@ -76,13 +78,6 @@ def consistency_loss(predictions: list[torch.Tensor], gamma: float = 0.8, resize
         ]
     weights = sequence_weights(len(preds) - 1, gamma)
     return sum(w * (b - a).pow(2).mean() for w, a, b in zip(weights, preds[:-1], preds[1:]))
-
-
-def unnormalize(images: torch.Tensor, mean: list[float] | float, std: list[float] | float) -> torch.Tensor:
-    """Undo the input normalisation, giving images in [0, 1]."""
-    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
-    return images * std_t + mean_t
 
 
 def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,8 +209,8 @@ def training_loss(
         terms["consistency"] = term.detach()
         loss = loss + term
     if photometric_weight > 0 or psnr_weight > 0 or smoothness_weight > 0:
-        left01 = unnormalize(left.float(), norm_mean, norm_std)
-        right01 = unnormalize(right.float(), norm_mean, norm_std)
+        left01 = denormalize(left.float(), norm_mean, norm_std)
+        right01 = denormalize(right.float(), norm_mean, norm_std)
         disps = [p[:, :1].float() for p in predictions]
         n = len(disps)
         aux = {
