@@ -315,7 +315,7 @@ def write_middlebury_scene(root: Path, size: tuple[int, int]) -> None:
 def decode_rows(sizes: list[tuple[int, int]], samples: int) -> list[dict]:
     """Milliseconds to read one Middlebury 2014 sample (pair, both disparities and masks) of each size through
     ``data.datasets.Middlebury2014Stereo`` and through torchvision's reader (PIL + numpy, converted to
-    tensors), at the current thread count. The transforms' budget reference."""
+    tensors), at the current thread count: the time budget that the transforms are measured against."""
     import torchvision.datasets as tvd
     from torchvision.transforms.functional import pil_to_tensor
 

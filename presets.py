@@ -16,7 +16,8 @@ Number = Union[float, Sequence[float]]
 
 
 class StereoMatchingTrainPreset(nn.Module):
-    """Training augmentation with the reference options (section 3.3), every one reachable from train.py.
+    """Training augmentation with the options of torchvision's reference scripts, every one reachable from
+    train.py.
 
     Order: [Resize] -> RandomRescaleAndCrop -> AsymmetricColorJitter -> AsymmetricGammaAdjust -> [Grayscale]
     -> RandomHorizontalFlip -> RandomVerticalFlip -> RandomSpatialShift -> float -> RandomOcclusion ->
@@ -26,10 +27,11 @@ class StereoMatchingTrainPreset(nn.Module):
     shift, the occlusion and the erasing must land on the final right view, never on the left view the
     ground truth belongs to (torchvision shifts before flipping, so half its flipped samples carry a rotated,
     shifted left view against unshifted labels). Scale and crop come first, so colour, gamma and the
-    spatial shift work on the crop instead of the full image (the reference spends most of its time there).
-    Colour, gamma and grayscale are per-pixel, so this only changes contrast's reference mean (crop mean
-    instead of image mean); the shift of the right view replicates the crop's border instead of exposing its
-    neighbours. ``sparse_gt`` selects exact point scattering for sparse ground truth (KITTI).
+    spatial shift work on the crop instead of the full image (torchvision's reference scripts spend most of
+    their time there). Colour, gamma and grayscale are per-pixel, so this only changes the mean that contrast
+    is taken against (crop mean instead of image mean); the shift of the right view replicates the crop's
+    border instead of exposing its neighbours. ``sparse_gt`` selects exact point scattering for sparse ground
+    truth (KITTI).
     """
 
     def __init__(
@@ -110,6 +112,9 @@ class StereoMatchingEvalPreset(nn.Module):
       are moved to the nearest output pixel instead of being blended with the empty pixels around them.
     - ``resize_size=None``: native resolution. Only float conversion, normalisation and the valid mask; the
       evaluation loop pads the model input and crops the prediction back.
+
+    Without grayscale the images come out as ``utils.preprocessing.eval_input`` makes them (the same kernels),
+    which is what the published weights' ``transforms()`` give (tests/test_models_weights.py checks it).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """CREStereo (Li et al., CVPR 2022) computing exactly what torchvision's prototype computes, so that its
 published weights load (same state-dict layout) and give the published numbers.
 
-Differences from the reference that do not change the results:
+Differences from torchvision's prototype CREStereo that do not change the results:
 - the positional encoding is computed for the input size instead of read from a 256x256 table;
 - the context part of every GRU gate convolution is computed once per level, and the 1/16 cross-attention
   once per forward pass, since neither depends on the iteration;
@@ -29,10 +29,10 @@ class PositionalEncodingSine(nn.Module):
     """Sinusoidal encoding added to the 1/16 maps, for any map size.
 
     With x = column + 1, y = row + 1 and k = 0..dim/4-1: channel 4k = sin(x e^(-2k)), 4k+1 = cos(x e^(-2k)),
-    4k+2 = sin(y e^(-2k)), 4k+3 = cos(y e^(-2k)). (The frequencies come from the reference's
-    `(-ln(10000) / dim) // 2 == -1`, kept because the weights were trained with it.) The published layout stores
-    the encoding of a 256x256 map as the buffer `pe`; this module keeps nothing in memory, writes `pe` in
-    `state_dict()` so that torchvision-layout consumers load our state dicts, and loads with or without it.
+    4k+2 = sin(y e^(-2k)), 4k+3 = cos(y e^(-2k)). (The frequencies come from torchvision's prototype's
+    `(-ln(10000) / dim) // 2 == -1`, kept because the weights were trained with it.) The published layout
+    stores the encoding of a 256x256 map as the buffer `pe`; this module keeps nothing in memory, writes `pe`
+    in `state_dict()` so that torchvision-layout consumers load our state dicts, and loads with or without it.
     """
 
     table_size = 256
@@ -326,7 +326,7 @@ class CREStereo(nn.Module):
                 level_left, level_right, offsets[res], *maps[res][2:], flow, iters, return_all, predictions, factor
             )
             next_size = (2 * level_left.shape[2], 2 * level_left.shape[3])
-            # The reference flips the sign of the flow at each hand-over; the published weights depend on it.
+            # torchvision's prototype flips the sign of the flow at each hand-over; the published weights depend on it.
             flow = -(next_size[0] / prior.shape[2]) * bilinear_resize(prior, next_size)
         return flow
 

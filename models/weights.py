@@ -14,11 +14,12 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torchvision.models import Weights, WeightsEnum
+from torchvision.transforms import InterpolationMode
 
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
+from utils.preprocessing import eval_input
 
 # The inputs the weights expect, as the evaluation preset builds them.
 EVAL_PRESET = {
@@ -29,23 +30,22 @@ _METRIC_NAMES = ("mae", "rmse", "1px", "3px", "5px", "relepe", "fl-all")
 
 
 class StereoEvalTransform(nn.Module):
-    """Turn a (left, right) pair of images (..., 3, H, W), uint8 or float in [0, 1], into the network's input:
-    scaled to float in [0, 1], then resized to `resize_size` (bilinear, no antialiasing), then normalised with
-    `mean` and `std`. Converting before resizing is the published protocol: resizing uint8 rounds the result."""
+    """Turn a (left, right) pair of images (..., 3, H, W), uint8 or float in [0, 1], into the network's input as
+    the evaluation preset (``presets.StereoMatchingEvalPreset``) builds it, through the same
+    ``utils.preprocessing.eval_input``: to float in [0, 1], resized to ``resize_size`` (no antialiasing),
+    normalised with ``mean`` and ``std``."""
 
     def __init__(self, resize_size, interpolation, antialias, mean, std) -> None:
         super().__init__()
+        if antialias:
+            raise ValueError("The evaluation input is resized without antialias; pass antialias=False")
         self.resize_size = list(resize_size)
-        self.interpolation = TF.InterpolationMode(interpolation)
-        self.antialias, self.mean, self.std = antialias, list(mean), list(std)
+        self.interpolation = InterpolationMode(interpolation)
+        self.mean, self.std = list(mean), list(std)
 
     def forward(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
-        def prepare(image: Tensor) -> Tensor:
-            image = TF.to_dtype(image, torch.float32, scale=True)
-            image = TF.resize(image, self.resize_size, interpolation=self.interpolation, antialias=self.antialias)
-            return TF.normalize(image, self.mean, self.std)
-
-        return prepare(left), prepare(right)
+        return tuple(eval_input(image, self.resize_size, self.interpolation, self.mean, self.std)
+                     for image in (left, right))
 
 
 def _metrics(rows: list[tuple]) -> dict:

@@ -91,6 +91,32 @@ def test_weights_transforms_build_the_eval_input():
     torch.testing.assert_close(a, (expected - 0.5) / 0.5, rtol=0, atol=1e-6)
 
 
+ALL_WEIGHTS = [weights for _, enum in models._MODELS.values() for weights in enum]
+
+
+@pytest.mark.parametrize("weights", ALL_WEIGHTS, ids=str)
+def test_weights_transforms_give_the_eval_preset_images_bit_for_bit(weights):
+    from skimage.data import stereo_motorcycle
+
+    from presets import eval_preset_from_weights
+
+    left, right, _ = stereo_motorcycle()
+    pair = [torch.from_numpy(image).permute(2, 0, 1)[:, ::3, ::3].contiguous() for image in (left, right)]
+    preset = eval_preset_from_weights(weights)
+    for images in (pair, [TF.to_dtype(image, torch.float32, scale=True) for image in pair]):
+        expected, _, _ = preset(tuple(images), (None, None), (None, None))
+        got = weights.transforms()(*images)
+        assert got[0].shape == (3, *weights.meta["eval_preset"]["resize_size"])
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
+        batched = weights.transforms()(images[0][None], images[1][None])  # a batch dimension: the same values
+        assert all(torch.equal(b[0], e) for b, e in zip(batched, expected))
+
+
+def test_weights_transforms_refuse_antialias():
+    with pytest.raises(ValueError, match="without antialias"):
+        StereoEvalTransform(**{**models.weights.EVAL_PRESET, "antialias": True})
+
+
 def test_offline_load_from_the_hub_cache(hub, state_dict, monkeypatch):
     data = serialized(state_dict)
     prefix = hashlib.sha256(data).hexdigest()[:8]

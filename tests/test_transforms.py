@@ -8,6 +8,7 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 
 import transforms as T
+from utils import resample
 
 HEIGHT, WIDTH = 96, 128
 # Slanted plane d = A + B x + C y (left view), so that disparity varies along both axes.
@@ -390,8 +391,8 @@ def test_bilinear_resize_matches_torchvision():
     channels_last = img.permute(1, 2, 0).contiguous().permute(2, 0, 1)
     for size in [(20, 30), (100, 130), (57, 83)]:
         expected = F.resize(img.float(), list(size), antialias=False)
-        torch.testing.assert_close(T.bilinear_resize(img, size), expected, atol=5e-3, rtol=0)
-        torch.testing.assert_close(T.bilinear_resize(channels_last, size), expected, atol=5e-3, rtol=0)
+        torch.testing.assert_close(resample.bilinear_resize(img, size), expected, atol=5e-3, rtol=0)
+        torch.testing.assert_close(resample.bilinear_resize(channels_last, size), expected, atol=5e-3, rtol=0)
 
 
 def test_nearest_resize_matches_torchvision():
@@ -400,7 +401,7 @@ def test_nearest_resize_matches_torchvision():
         mask = torch.rand(height, width, generator=g) > 0.5
         for size in [(384, 512), (2 * height, 2 * width), (height, width), (7, 9), (height + 1, width - 1)]:
             expected = F.resize(mask[None], list(size), interpolation=F.InterpolationMode.NEAREST)[0]
-            assert torch.equal(T.nearest_resize(mask, size), expected)
+            assert torch.equal(resample.nearest_resize(mask, size), expected)
 
 
 @pytest.mark.parametrize("mode", [F.InterpolationMode.BILINEAR, F.InterpolationMode.BICUBIC])
@@ -410,13 +411,13 @@ def test_window_gather_equals_resize_then_crop(mode):
     disp = torch.rand(1, 50, 70, generator=g) * 10
     valid = torch.rand(50, 70, generator=g) > 0.3
     for size, offset, window in [((41, 57), (3, 5), (12, 16)), ((90, 120), (70, 96), (20, 24))]:
-        rows = T.resample_taps(50, window[0], size[0] / 50, offset[0], mode)
-        cols = T.resample_taps(70, window[1], size[1] / 70, offset[1], mode)
+        rows = resample.resample_taps(50, window[0], size[0] / 50, offset[0], mode)
+        cols = resample.resample_taps(70, window[1], size[1] / 70, offset[1], mode)
         crop = (..., slice(offset[0], offset[0] + window[0]), slice(offset[1], offset[1] + window[1]))
         expected = F.resize(img.float(), list(size), interpolation=mode, antialias=False)[crop]
-        torch.testing.assert_close(T.resample(img, rows, cols), expected, atol=2e-3, rtol=0)
+        torch.testing.assert_close(resample.resample(img, rows, cols), expected, atol=2e-3, rtol=0)
         expected = F.resize(torch.where(valid, disp, 0), list(size), interpolation=mode, antialias=False)[crop]
-        torch.testing.assert_close(T.resample(disp, rows, cols, valid), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(resample.resample(disp, rows, cols, valid), expected, atol=1e-4, rtol=0)
 
 
 def test_rescale_and_crop_records_its_draw():
