@@ -2,16 +2,16 @@
 `raft_stereo.py` computes, so that its published weights load (same state-dict layout) and give its results.
 
 One difference in the interface, none in the results: the predictions follow this project's model contract
-(positive disparity, `flow_init` as a positive disparity at any resolution), where the reference returns
+(positive disparity, `flow_init` as a positive disparity at any resolution), where torchvision's prototype returns
 `coords1 - coords0` (minus the disparity) and takes `flow_init` in feature-grid units at feature resolution.
 
-Differences from the reference that do not change the results:
+Differences from torchvision's prototype that do not change the results:
 - the z and r gate convolutions of every GRU run as one convolution;
 - `return_all=False` skips the mask head and upsampling of iterations whose prediction is not returned;
 - with its BatchNorm layers in eval mode (model.eval(), or frozen for training) the realtime model's shared base
-  encoder runs once on [left; right] and its left half is the context input (the reference runs it a second
+  encoder runs once on [left; right] and its left half is the context input (the prototype runs it a second
   time on the left image, which then gives the same values; with BatchNorm in train mode it runs twice, as in
-  the reference, since the batch statistics differ);
+  the prototype, since the batch statistics differ);
 - inputs are checked, and refinement iterations can be activation-checkpointed.
 """
 
@@ -310,7 +310,7 @@ class RaftStereo(nn.Module):
         encoder = self.context_encoder.base_encoder
         if not self.shared_encoder or any(m.training for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)):
             # BatchNorm in train mode: the left image alone has other batch statistics, and the running
-            # statistics are updated a second time, as in the reference.
+            # statistics are updated a second time, as in torchvision's prototype.
             context_base = encoder(left)
         else:
             context_base = base[: left.shape[0]]
