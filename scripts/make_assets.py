@@ -5,7 +5,8 @@
 
 Figures:
 - ``lr_schedules.png``: learning rate of both README recipes (``utils/lr_schedule.py``), with recipe 1's
-  decay start of 30,000 steps against the reference default of 180,000 ("learning is decided early");
+  decay start of 30,000 steps against the 180,000 of torchvision's reference train.py ("learning is decided
+  early");
 - ``disparity_eda.png`` / ``.json``: ``disparity_eda.py`` on a mixture of the two synthetic sets, which
   differ in size and aspect ratio;
 - ``disparity_scale.png``: the same large scenes cropped to 384x512 with recipe 1's scale range (0.6-1.0)

@@ -2,10 +2,10 @@
 
 API:
 
-- ``cascade_inference(model, left, right, num_iters, num_cascades) -> (B, 2, H, W)``: the reference's cascade
-  inference. The inputs are resized (bilinear, ``align_corners=True``) to ``1/2**k`` of their size for
-  ``k = c-1 .. 1``; the model runs from the coarsest level to the full one, each level seeded with the
-  previous level's prediction (``flow_init``). H and W must be multiples of
+- ``cascade_inference(model, left, right, num_iters, num_cascades) -> (B, 2, H, W)``: the cascade
+  inference of torchvision's reference scripts. The inputs are resized (bilinear, ``align_corners=True``) to
+  ``1/2**k`` of their size for ``k = c-1 .. 1``; the model runs from the coarsest level to the full one,
+  each level seeded with the previous level's prediction (``flow_init``). H and W must be multiples of
   ``model.size_divisor * 2**(c-1)``.
 - ``evaluate(model, loader, cascades=(1,), iterations=(10,), *, device, metrics=DEFAULT_METRICS,
   padder_type="kitti", autocast_dtype=None, on_prediction=None, progress=True, desc="evaluation")

@@ -1,4 +1,4 @@
-"""Disparity metrics with the reference definitions, and their two aggregations.
+"""Disparity metrics with the definitions of torchvision's reference scripts, and their two aggregations.
 
 Every metric is a pixel statistic over the valid pixels, with ``e = |pred - gt|`` and ``g = |gt|``:
 
@@ -19,17 +19,17 @@ bad2.0      100 * mean(e > 2)                           percent   lower (Middleb
 avgerr      mean(e)                                     px        lower (Middlebury)
 ==========  ==========================================  ========  ===============
 
-``fl-all`` is the reference's "accurate by both criteria" share, not KITTI's outlier rate; ``d1-all`` is
+``fl-all`` is torchvision's "accurate by both criteria" share, not KITTI's outlier rate; ``d1-all`` is
 KITTI's outlier rate. ``bad2.0`` and ``avgerr`` are the Middlebury v3 table's names (percent and pixels),
 computed at the resolution evaluated (with ``middeval3-train-{F,H,Q}`` and ``for_eval``: non-occluded pixels).
 
 Valid pixels: ``valid & isfinite(gt) & (gt != 0)``. A pixel without ground truth (zero or non-finite
-disparity) has no relative error, so it is dropped for every metric (the reference eval preset does the
+disparity) has no relative error, so it is dropped for every metric (torchvision's eval preset does the
 same with ``disp > 0``) and all metrics share one pixel set.
 
 Aggregations (both reduced with one sum across processes):
 
-- ``reference``: the mean over batches of per-batch pixel means (the reference scripts' ``global_avg``; with
+- ``reference``: the mean over batches of per-batch pixel means (torchvision's reference scripts' ``global_avg``; with
   batch size 1 it is the mean over images of per-image means, which the published numbers use). A batch
   without any valid pixel has no mean and is left out of the average instead of making it NaN.
 - ``pooled``: every valid pixel of the dataset weighted equally.
@@ -120,7 +120,8 @@ def metrics_from_stats(stats: Tensor, metrics: list[str] | tuple[str, ...]) -> d
 def compute_metrics(
     pred: Tensor, gt: Tensor, valid: Tensor | None, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS
 ) -> dict[str, float]:
-    """Pixel means of one batch (the reference's per-batch values); NaN when no pixel is valid."""
+    """Pixel means of one batch (the per-batch values of torchvision's reference scripts); NaN when no pixel
+    is valid."""
     check_metrics(metrics)
     return metrics_from_stats(pixel_stats(pred, gt, valid), metrics)
 

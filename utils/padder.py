@@ -10,8 +10,8 @@ class InputPadder:
     """Replicate-pads ``(..., H, W)`` tensors up to multiples of ``divisor``.
 
     ``mode="sintel"`` centres the padding in both axes; ``mode="kitti"`` centres it horizontally and puts all
-    vertical padding at the bottom (the reference's two modes). CREStereo needs ``divisor = 16 * 2**(c - 1)``
-    for ``c`` cascades; the reference's fixed 8 is not enough.
+    vertical padding at the bottom (the two modes of torchvision's reference scripts). CREStereo needs
+    ``divisor = 16 * 2**(c - 1)`` for ``c`` cascades; their fixed 8 is not enough.
     """
 
     def __init__(self, dims: tuple[int, ...] | list[int], mode: str = "sintel", divisor: int = 8):
