@@ -218,7 +218,7 @@ def data_mode(args: argparse.Namespace) -> list[dict]:
     from torch.utils.data import DataLoader
 
     from data.collate import stereo_collate
-    from data.mixture import MixtureSampler, make_training_mixture
+    from data.mixture import MixtureSampler
 
     if args.samples < 1 or args.batches < 1 or min(args.workers) < 0:
         raise ValueError("--samples and --batches must be at least 1 and --workers at least 0")
@@ -227,7 +227,7 @@ def data_mode(args: argparse.Namespace) -> list[dict]:
     if args.what == "decode":
         return decode_rows(args.sizes or [(1988, 2964)], args.samples)
     try:
-        mixture = make_training_mixture(args, world_size=1)
+        mixture = presets.make_training_mixture(args, world_size=1)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     generator = torch.Generator().manual_seed(args.seed)
@@ -463,14 +463,12 @@ def pipeline_mode(args: argparse.Namespace) -> list[dict]:
 
 
 def add_data_parser(modes) -> None:
-    from data.mixture import add_mixture_arguments
-
     data = modes.add_parser("data", help="data pipeline: samples/s per training dataset and for the mixture "
                             "(datasets), synthetic-scene generation (synthetic), Middlebury decoding (decode)")
     data.add_argument("what", nargs="?", choices=["datasets", "synthetic", "decode"], default="datasets",
                       help="datasets: train.py's datasets and mixture (default); synthetic: generation time per "
                       "--sizes; decode: one Middlebury 2014 sample of each --sizes, ours against torchvision's reader")
-    add_mixture_arguments(data)
+    cli.add_training_data_arguments(data)
     data.add_argument("--samples", type=int, default=20, help="timed single-sample reads per dataset (or size)")
     data.add_argument("--sizes", type=image_size, nargs="+", default=None, metavar="HxW",
                       help="synthetic: scene sizes (default 384x512 1024x1536); decode: Middlebury sample sizes "

@@ -1,8 +1,8 @@
 """Disparity distribution of the random crops a training run will see, before spending compute on it.
 
-Takes train.py's dataset and augmentation flags (``data.mixture.add_mixture_arguments``: paste the training
+Takes train.py's dataset and augmentation flags (``utils.cli.add_training_data_arguments``: paste the training
 command's ``--train-datasets``, ``--dataset-steps``, ``--crop-size``, ``--scale-range``, ...). Samples random
-crops through the real training preset of each dataset (``data.mixture.make_train_transform``) and, for two or
+crops through the real training preset of each dataset (``presets.train_preset_from_args``) and, for two or
 more datasets, through the training mixture, drawn position by position exactly as ``train.py`` draws it
 (``data.mixture.TrainingMixture``, same seed and per-position augmentation seeding).
 Reports per dataset and for the mixture: disparity histogram and percentiles, share of valid pixels, share of
@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import transforms as T  # noqa: E402
-from data.mixture import TrainingMixture, add_mixture_arguments, make_train_transform  # noqa: E402
-from data.mixture import check_dataset_steps, sample_seed  # noqa: E402
+from data.mixture import TrainingMixture, check_dataset_steps, sample_seed  # noqa: E402
 from data.registry import make_dataset  # noqa: E402
+from presets import train_preset_from_args  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.visualization import plt  # noqa: E402
 
@@ -290,7 +290,7 @@ def format_table(results: dict[str, CropStatistics], threshold: float) -> str:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """train.py's dataset and augmentation flags (paste the training command's), plus the analysis options."""
     parser = argparse.ArgumentParser(description="Disparity distribution of training crops", add_help=add_help)
-    add_mixture_arguments(parser)
+    cli.add_training_data_arguments(parser)
     parser.add_argument("--world-size", type=int, default=1, help="number of GPUs of the run (mixture order only)")
     parser.add_argument("--num-samples", type=int, default=200, help="crops per dataset and for the mixture")
     parser.add_argument("--threshold", type=float, default=192.0, help="report the share of disparities >= this")
@@ -318,7 +318,7 @@ def main(args: argparse.Namespace) -> dict:
     names = args.train_datasets
     mixture = len(names) > 1
     try:
-        presets = {name: make_train_transform(args, name) for name in names}
+        presets = {name: train_preset_from_args(args, name) for name in names}
         datasets = {name: make_dataset(name, args.dataset_root) for name in names}
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None

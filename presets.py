@@ -1,7 +1,10 @@
-"""Training and evaluation pipelines built from ``transforms.py``.
+"""Training and evaluation pipelines built from ``transforms.py``, and built from the entry scripts' flags.
 
 Both presets take and return ``(images, disparities, masks)`` (docs/architecture.md) and output float32
-normalised images, float32 ``(1, h, w)`` disparities and bool ``(h, w)`` masks.
+normalised images, float32 ``(1, h, w)`` disparities and bool ``(h, w)`` masks. ``train_preset_from_args`` and
+``make_training_mixture`` turn train.py's data flags (``utils.cli.add_training_data_arguments``) into the
+training preset of a dataset and into the mixture train.py reads; ``eval_preset_from_args`` does the same for the
+evaluation-protocol flags.
 """
 
 from collections.abc import Sequence
@@ -11,6 +14,8 @@ import torch
 from torch import nn
 
 import transforms as T
+from data.mixture import TrainingMixture, check_dataset_steps
+from data.registry import dataset_spec, make_dataset, require_ground_truth
 
 Number = Union[float, Sequence[float]]
 
@@ -172,3 +177,56 @@ def eval_preset_from_args(args: Any, **overrides: Any) -> StereoMatchingEvalPres
     )
     kwargs.update(overrides)
     return StereoMatchingEvalPreset(**kwargs)
+
+
+def _range(values: Sequence[float]) -> Union[float, tuple[float, ...]]:
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def train_preset_from_args(args: Any, dataset_name: str) -> StereoMatchingTrainPreset:
+    """The training preset of `dataset_name` from the flags of ``utils.cli.add_training_data_arguments``; sparse
+    ground truth (KITTI) is scattered exactly where the registry says the dataset has it."""
+    return StereoMatchingTrainPreset(
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        rescale_prob=args.rescale_prob,
+        scaling_type=args.scaling_type,
+        scale_range=args.scale_range,
+        scale_interpolation_type=args.interpolation_strategy,
+        use_grayscale=args.use_grayscale,
+        mean=args.norm_mean,
+        std=args.norm_std,
+        max_disparity=args.max_disparity,
+        spatial_shift_prob=args.spatial_shift_prob,
+        spatial_shift_max_angle=args.spatial_shift_max_angle,
+        spatial_shift_max_displacement=args.spatial_shift_max_displacement,
+        spatial_shift_interpolation_type=args.interpolation_strategy,
+        gamma_range=args.gamma_range,
+        brightness=_range(args.brightness_range),
+        contrast=_range(args.contrast_range),
+        saturation=_range(args.saturation_range),
+        hue=_range(args.hue_range),
+        asymmetric_jitter_prob=args.asymmetric_jitter_prob,
+        horizontal_flip_prob=args.flip_prob,
+        vertical_flip_prob=args.vertical_flip_prob,
+        occlusion_prob=args.occlusion_prob,
+        occlusion_px_range=args.occlusion_px_range,
+        erase_prob=args.erase_prob,
+        erase_px_range=args.erase_px_range,
+        erase_num_repeats=args.erase_num_repeats,
+        sparse_gt=dataset_spec(dataset_name).sparse_gt,
+    )
+
+
+def make_training_mixture(args: Any, world_size: int) -> TrainingMixture:
+    """Every training dataset with its preset, and the mixture train.py reads, from the data flags (checked)."""
+    for name in args.train_datasets:
+        require_ground_truth(name, f"training dataset {name}")
+    check_dataset_steps(args.train_datasets, args.dataset_steps)
+    datasets = []
+    for name in args.train_datasets:
+        datasets.append(make_dataset(name, args.dataset_root, transforms=train_preset_from_args(args, name)))
+    return TrainingMixture(
+        datasets, args.dataset_steps, args.batch_size, world_size,
+        steps_is_epochs=args.steps_is_epochs, seed=args.seed, names=args.train_datasets,
+    )

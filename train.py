@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.collate import stereo_collate
-from data.mixture import MixtureSampler, add_mixture_arguments, check_dataset_steps, make_training_mixture
+from data.mixture import MixtureSampler, check_dataset_steps
 from models.weights import compact_state_dict, load_checked
+from presets import eval_preset_from_args, make_training_mixture
 from utils import cli
 from utils.checkpoint import check_writable, link_checkpoint, load_checkpoint, model_state_from_checkpoint
 from utils.checkpoint import plain_args, prune_step_checkpoints, rng_state, save_checkpoint, set_rng_state
@@ -44,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description="PyTorch Stereo Matching Training")
     parser.add_argument("--name", default="crestereo", help="run name: checkpoint files and TensorBoard folder")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
-    add_mixture_arguments(parser)
+    cli.add_training_data_arguments(parser)
     parser.add_argument("--workers", default=4, type=int, help="data-loading processes per training process")
     parser.add_argument("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -245,7 +246,6 @@ def validation_preset(args: argparse.Namespace, name: str):
     """The eval preset of validation dataset `name`: the flags' protocol, `--max-disparity`, and scattering of
     sparse ground truth where the registry says the dataset has it (KITTI)."""
     from data.registry import dataset_spec
-    from presets import eval_preset_from_args
 
     return eval_preset_from_args(args, sparse_gt=dataset_spec(name).sparse_gt)
 

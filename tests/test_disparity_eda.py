@@ -112,7 +112,7 @@ def test_bad_input_gives_one_clear_message(argv, message, tmp_path, capsys):
 
 
 def test_mixture_crops_are_the_crops_train_py_reads():
-    from data.mixture import make_training_mixture
+    from presets import make_training_mixture
     from data.registry import make_dataset
 
     args = eda.get_args_parser().parse_args(
@@ -123,7 +123,7 @@ def test_mixture_crops_are_the_crops_train_py_reads():
     for position in range(3):
         d, index = training.source(position)
         name = args.train_datasets[d]
-        preset = eda.make_train_transform(args, name)
+        preset = eda.train_preset_from_args(args, name)
         seed = eda.sample_seed(args.seed, position)
         crop = eda.draw_sample(raw[name], index, preset, eda.ScaleRecorder(preset), seed)
         _, disparities, masks = training[position]

@@ -9,11 +9,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("data", "models", "utils")
 ENTRY_SCRIPTS = {p.stem for p in ROOT.glob("*.py")} - {"presets", "transforms"}
 FORBIDDEN = {"presets", "transforms"} | ENTRY_SCRIPTS
-# Arrows that still run against the layers, each with the issue that removes it.
-KNOWN_EXCEPTIONS = {
-    # issue 12 moves the training flags and the train-preset construction out of data/mixture.py.
-    ("data/mixture.py", "presets"),
-}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,8 +29,7 @@ def test_library_imports_no_pipeline_and_no_entry_script():
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT).as_posix()
             found.update((relative, name) for name in imported_modules(path) & FORBIDDEN)
-    assert found - KNOWN_EXCEPTIONS == set()
-    assert KNOWN_EXCEPTIONS <= found, "an exception is gone: remove it from KNOWN_EXCEPTIONS"
+    assert found == set()
 
 
 def test_the_parser_sees_imports_inside_functions(tmp_path):

@@ -72,10 +72,11 @@ def test_every_sample_fits_a_crop_larger_than_the_images():
     # every sample, instead of a check on the first sample only.
     import argparse
 
-    from data.mixture import add_mixture_arguments, make_training_mixture
+    from presets import make_training_mixture
+    from utils.cli import add_training_data_arguments
 
     parser = argparse.ArgumentParser()
-    add_mixture_arguments(parser)
+    add_training_data_arguments(parser)
     args = parser.parse_args(["--train-datasets", "synthetic-val", "--dataset-steps", "2", "--crop-size", "400", "96"])
     mixture = make_training_mixture(args, world_size=1)
     for position in range(len(mixture)):

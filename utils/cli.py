@@ -99,6 +99,48 @@ def add_eval_protocol_arguments(parser: argparse.ArgumentParser, *, batch_size: 
     return group
 
 
+def add_training_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """train.py's dataset, mixture and augmentation flags, also taken by the scripts that must draw samples as
+    train.py does (disparity_eda.py, ``benchmark.py data``). ``presets.train_preset_from_args`` and
+    ``presets.make_training_mixture`` build the preset and the mixture from them."""
+    group = parser.add_argument_group("training data and augmentation")
+    group.add_argument("--dataset-root", default="", help="folder holding every dataset's directory")
+    group.add_argument("--train-datasets", default=["crestereo"], nargs="+", help="registry names of the mixture")
+    group.add_argument("--dataset-steps", default=[300000], type=int, nargs="+",
+                       help="steps (or epochs with --steps-is-epochs) per training dataset, one per name")
+    group.add_argument("--steps-is-epochs", action="store_true", help="read --dataset-steps as epochs per dataset")
+    group.add_argument("--batch-size", default=2, type=int, help="samples per process and step")
+    group.add_argument("--seed", default=42, type=int, help="seeds the mixture order, augmentation and model init")
+    group.add_argument("--crop-size", default=[384, 512], type=int, nargs=2, help="training crop H W")
+    group.add_argument("--resize-size", default=None, type=int, nargs=2,
+                       help="optional fixed resize H W before cropping")
+    group.add_argument("--scale-range", default=[0.6, 1.0], type=float, nargs=2, help="random rescale range")
+    group.add_argument("--rescale-prob", default=1.0, type=float)
+    group.add_argument("--scaling-type", default="linear", choices=["linear", "exponential"])
+    group.add_argument("--flip-prob", default=0.5, type=float, help="horizontal flip (with view swap) probability")
+    group.add_argument("--vertical-flip-prob", default=0.0, type=float)
+    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    group.add_argument("--use-grayscale", action="store_true")
+    group.add_argument("--max-disparity", default=None, type=float, help="ground truth at or above it is invalid")
+    group.add_argument("--interpolation-strategy", default="bilinear", choices=INTERPOLATION_STRATEGIES)
+    group.add_argument("--spatial-shift-prob", default=1.0, type=float)
+    group.add_argument("--spatial-shift-max-angle", default=0.1, type=float, help="degrees")
+    group.add_argument("--spatial-shift-max-displacement", default=2.0, type=float, help="pixels")
+    group.add_argument("--gamma-range", default=[0.8, 1.2], type=float, nargs=2)
+    group.add_argument("--brightness-range", default=[0.8, 1.2], type=float, nargs="+")
+    group.add_argument("--contrast-range", default=[0.8, 1.2], type=float, nargs="+")
+    group.add_argument("--saturation-range", default=[0.0], type=float, nargs="+")
+    group.add_argument("--hue-range", default=[0.0], type=float, nargs="+")
+    group.add_argument("--asymmetric-jitter-prob", default=1.0, type=float)
+    group.add_argument("--occlusion-prob", default=0.5, type=float, help="right-image occlusion probability")
+    group.add_argument("--occlusion-px-range", default=[50, 100], type=int, nargs=2)
+    group.add_argument("--erase-prob", default=0.0, type=float)
+    group.add_argument("--erase-px-range", default=[50, 100], type=int, nargs=2)
+    group.add_argument("--erase-num-repeats", default=1, type=int)
+    return group
+
+
 def add_runtime_arguments(
     parser: argparse.ArgumentParser,
     *,
