@@ -32,8 +32,8 @@ from utils.distributed import all_reduce_sum, cleanup, init_distributed, is_main
 from utils.evaluation import evaluate, make_eval_loader
 from utils.logger import TrainingLogger, write_training_images
 from utils.legacy_flags import add_ignored, parse_bool, warn_ignored
-from utils.losses import LOSS_AVERAGES, training_loss
-from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, check_lr_schedule, make_lr_schedule
+from utils.losses import LOSS_AVERAGES, LossConfig, training_loss
+from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, LRSchedule, make_lr_schedule
 from utils.preemption import StopRequest, checkpoint_group, ignore_stop_signals, wait_for_checkpoint
 from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS, is_improvement
 
@@ -71,30 +71,33 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--gamma", default=None, type=float, help="sequence-loss weight decay over predictions "
                         "(default: the model's own, model.loss_gamma: 0.8 for CREStereo, 0.9 for RAFT-Stereo)")
-    parser.add_argument("--loss-average", default="valid", choices=LOSS_AVERAGES,
-                        help="average the L1 over valid pixels, or over all pixels like the reference")
-    parser.add_argument("--flow-loss-weight", default=1.0, type=float)
+    parser.add_argument("--loss-average", default=LossConfig.average, choices=LOSS_AVERAGES,
+                        help="average the L1 over valid pixels, or over all pixels like torchvision's reference "
+                        "train.py")
+    parser.add_argument("--flow-loss-weight", default=LossConfig.flow_loss_weight, type=float)
     parser.add_argument("--flow-loss-exclude-large", action="store_true",
                         help="exclude ground truth >= --max-disparity from the sequence loss")
-    parser.add_argument("--consistency-weight", default=0.0, type=float)
-    parser.add_argument("--consistency-resize-factor", default=0.25, type=float)
-    parser.add_argument("--psnr-weight", default=0.0, type=float)
-    parser.add_argument("--smoothness-weight", default=0.0, type=float)
-    parser.add_argument("--photometric-weight", default=0.0, type=float)
-    parser.add_argument("--photometric-max-displacement-ratio", default=0.15, type=float)
-    parser.add_argument("--photometric-ssim-weight", default=0.85, type=float)
+    parser.add_argument("--consistency-weight", default=LossConfig.consistency_weight, type=float)
+    parser.add_argument("--consistency-resize-factor", default=LossConfig.consistency_resize_factor, type=float)
+    parser.add_argument("--psnr-weight", default=LossConfig.psnr_weight, type=float)
+    parser.add_argument("--smoothness-weight", default=LossConfig.smoothness_weight, type=float)
+    parser.add_argument("--photometric-weight", default=LossConfig.photometric_weight, type=float)
+    parser.add_argument("--photometric-max-displacement-ratio", default=LossConfig.photometric_max_displacement_ratio,
+                        type=float)
+    parser.add_argument("--photometric-ssim-weight", default=LossConfig.photometric_ssim_weight, type=float)
 
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    parser.add_argument("--lr", default=4e-4, type=float)
+    parser.add_argument("--lr", default=LRSchedule.lr, type=float)
     parser.add_argument("--weight-decay", default=0.0, type=float)
     parser.add_argument("--clip-grad-norm", default=0.0, type=float, help="max gradient norm (0: no clipping)")
-    parser.add_argument("--min-lr", default=2e-5, type=float, help="learning rate of the last step")
-    parser.add_argument("--warmup-steps", default=6000, type=int)
-    parser.add_argument("--decay-after-steps", default=180000, type=int, help="step where the decay starts")
-    parser.add_argument("--lr-warmup-method", default="linear", choices=WARMUP_METHODS)
-    parser.add_argument("--lr-warmup-factor", default=0.02, type=float,
+    parser.add_argument("--min-lr", default=LRSchedule.min_lr, type=float, help="learning rate of the last step")
+    parser.add_argument("--warmup-steps", default=LRSchedule.warmup_steps, type=int)
+    parser.add_argument("--decay-after-steps", default=LRSchedule.decay_after_steps, type=int,
+                        help="step where the decay starts")
+    parser.add_argument("--lr-warmup-method", default=LRSchedule.warmup_method, choices=WARMUP_METHODS)
+    parser.add_argument("--lr-warmup-factor", default=LRSchedule.warmup_factor, type=float,
                         help="warmup start (linear) or level (constant), times --lr")
-    parser.add_argument("--lr-decay-method", default="linear", choices=DECAY_METHODS)
+    parser.add_argument("--lr-decay-method", default=LRSchedule.decay_method, choices=DECAY_METHODS)
     parser.add_argument("--mixed-precision", nargs="?", const="float16", default=None,
                         choices=["float16", "bfloat16"], help="autocast dtype (alone: float16 with a grad scaler)")
     parser.add_argument("--max-nonfinite-steps", default=20, type=int,
@@ -150,8 +153,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--flow-loss-exclude-large needs --max-disparity (the threshold).")
     if args.resume_schedule and args.resume_path is None:
         raise ValueError("--resume-schedule needs --resume-path (the checkpoint to continue).")
-    if args.gamma is not None and not 0 < args.gamma <= 1:
-        raise ValueError(f"--gamma must be in (0, 1], got {args.gamma}.")
+    LossConfig.from_args(args, model_gamma=LossConfig.gamma)  # the loss flags (the model's own gamma is in range)
     if args.save_timeout <= 0:
         raise ValueError(f"--save-timeout must be positive (seconds), got {args.save_timeout}.")
     if args.keep_last is not None and args.keep_last < 1:
@@ -230,11 +232,12 @@ class Run:
     model: torch.nn.Module  # what the step calls (DDP and/or compiled)
     core: torch.nn.Module  # the plain model: state dicts, validation
     optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
     val_loaders: dict
     start_step: int
+    loss: LossConfig
     writer: object = None
     losses: list = field(default_factory=list)
     validations: dict = field(default_factory=dict)
@@ -277,11 +280,7 @@ def setup(args: argparse.Namespace) -> Run:
     ckpt = load_resume(args)
 
     mixture = make_training_mixture(args, dist.world_size)
-    check_lr_schedule(
-        total_steps=mixture.total_steps, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-        decay_after_steps=args.decay_after_steps, warmup_method=args.lr_warmup_method,
-        decay_method=args.lr_decay_method,
-    )
+    schedule = LRSchedule.from_args(args, mixture.total_steps)
     start_step = 0
     if args.resume_schedule:
         start_step = int(ckpt["step"])
@@ -303,8 +302,8 @@ def setup(args: argparse.Namespace) -> Run:
 
     torch.manual_seed(args.seed)
     core = get_model(args.model, weights=args.weights, activation_checkpointing=args.activation_checkpointing)
-    if args.gamma is None:
-        args.gamma = core.loss_gamma
+    loss = LossConfig.from_args(args, model_gamma=core.loss_gamma)
+    args.gamma = loss.gamma
     divisor = getattr(core, "size_divisor", 1)
     if any(s % divisor for s in args.crop_size):
         raise ValueError(f"--crop-size {args.crop_size} must be multiples of {divisor} for {args.model}.")
@@ -314,11 +313,7 @@ def setup(args: argparse.Namespace) -> Run:
     core.to(dist.device)
 
     optimizer = make_optimizer(args, [p for p in core.parameters() if p.requires_grad])
-    scheduler = make_lr_schedule(
-        optimizer, lr=args.lr, total_steps=mixture.total_steps, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-        decay_after_steps=args.decay_after_steps, warmup_method=args.lr_warmup_method,
-        warmup_factor=args.lr_warmup_factor, decay_method=args.lr_decay_method,
-    )
+    scheduler = make_lr_schedule(optimizer, schedule)
     autocast_dtype = getattr(torch, args.mixed_precision) if args.mixed_precision else None
     scaler = torch.amp.GradScaler(dist.device.type, enabled=autocast_dtype == torch.float16)
     if args.resume_schedule:
@@ -344,7 +339,7 @@ def setup(args: argparse.Namespace) -> Run:
 
         writer = SummaryWriter(Path(args.checkpoint_dir) / "tensorboard" / args.name)
     run = Run(args, dist, mixture, model, core, optimizer, scheduler, scaler, autocast_dtype, val_loaders,
-              start_step, writer, stop_group=checkpoint_group(args.save_timeout))
+              start_step, loss, writer, stop_group=checkpoint_group(args.save_timeout))
     if args.best_metric is not None and args.resume_schedule and best_path(args).is_file():
         best = load_checkpoint(best_path(args)).get("best") or {}
         if best.get("metric") == args.best_metric and best.get("dataset") == args.test_datasets[0]:
@@ -444,15 +439,6 @@ def train(run: Run) -> Run:
               f"{mixture.samples_per_step} samples per step ({counts})", flush=True)
     if run.start_step == 0 and run.val_loaders:
         validate(run, 0)
-    loss_options = dict(
-        gamma=args.gamma, average=args.loss_average, flow_loss_weight=args.flow_loss_weight,
-        max_disparity=args.max_disparity if args.flow_loss_exclude_large else None,
-        consistency_weight=args.consistency_weight, consistency_resize_factor=args.consistency_resize_factor,
-        psnr_weight=args.psnr_weight, smoothness_weight=args.smoothness_weight,
-        photometric_weight=args.photometric_weight, photometric_ssim_weight=args.photometric_ssim_weight,
-        photometric_max_displacement_ratio=args.photometric_max_displacement_ratio,
-        norm_mean=args.norm_mean, norm_std=args.norm_std,
-    )
     params = [p for p in run.core.parameters() if p.requires_grad]
     max_norm = args.clip_grad_norm if args.clip_grad_norm > 0 else math.inf
     fp16 = run.scaler.is_enabled()
@@ -470,7 +456,7 @@ def train(run: Run) -> Run:
 
             with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
                 predictions = run.model(left, right, flow_init=None, num_iters=args.recurrent_updates)
-            loss, terms = training_loss(predictions, left, right, disp, valid, **loss_options)
+            loss, terms = training_loss(predictions, left, right, disp, valid, run.loss)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             run.scaler.unscale_(run.optimizer)

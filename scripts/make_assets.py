@@ -19,6 +19,7 @@ Figures:
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,18 +33,15 @@ from data.registry import make_dataset  # noqa: E402
 from predict import predict_disparity  # noqa: E402
 from presets import StereoMatchingTrainPreset  # noqa: E402
 from utils.checkpoint import load_checkpoint, model_state_from_checkpoint  # noqa: E402
-from utils.lr_schedule import lr_at  # noqa: E402
+from utils.lr_schedule import LRSchedule  # noqa: E402
 from utils.visualization import plt, save_disparity_figure  # noqa: E402
 
 
 
-def recipe_schedule(name: str) -> dict:
-    """The learning-rate schedule (`lr_at` keywords) of train.py argument file recipes/{name}.txt."""
+def recipe_schedule(name: str) -> LRSchedule:
+    """The learning-rate schedule of train.py argument file recipes/{name}.txt."""
     args = train.get_args_parser().parse_args([f"@{ROOT / 'recipes' / f'{name}.txt'}"])
-    return dict(
-        total_steps=sum(args.dataset_steps), lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-        decay_after_steps=args.decay_after_steps, decay_method=args.lr_decay_method,
-    )
+    return LRSchedule.from_args(args, total_steps=sum(args.dataset_steps))
 
 
 # The two published training recipes of the README; stage 2 runs 9 x 12,000 steps.
@@ -57,13 +55,13 @@ REFERENCE_DECAY_AFTER = 180_000  # torchvision's default --decay-after-steps
 def lr_figure(path: Path, points: int) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, (title, recipe) in zip(axes, RECIPES.items()):
-        steps = torch.linspace(0, recipe["total_steps"] - 1, points).round().long().tolist()
-        start = recipe["decay_after_steps"]
-        ax.plot(steps, [lr_at(t, **recipe) for t in steps],
+        steps = torch.linspace(0, recipe.total_steps - 1, points).round().long().tolist()
+        start = recipe.decay_after_steps
+        ax.plot(steps, [recipe.lr_at(t) for t in steps],
                 label=f"decay after {start:,}" if start else "cosine decay from the first step")
-        if recipe["decay_after_steps"]:
-            late = {**recipe, "decay_after_steps": REFERENCE_DECAY_AFTER}
-            ax.plot(steps, [lr_at(t, **late) for t in steps], linestyle="--", color="gray",
+        if recipe.decay_after_steps:
+            late = replace(recipe, decay_after_steps=REFERENCE_DECAY_AFTER)
+            ax.plot(steps, [late.lr_at(t) for t in steps], linestyle="--", color="gray",
                     label=f"decay after {REFERENCE_DECAY_AFTER:,} (reference default)")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")

@@ -52,10 +52,9 @@ def test_training_scalars_are_read_from_the_tensorboard_log(run_dir):
 
 def test_recipe_schedules_match_the_readme_commands():
     recipe1, recipe2 = make_assets.RECIPES.values()
-    lr = make_assets.lr_at
-    assert lr(6000, **recipe1) == pytest.approx(4e-4) == lr(29_999, **recipe1)
-    assert lr(299_999, **recipe1) == pytest.approx(2e-5) == lr(107_999, **recipe2)
-    assert lr(0, **recipe2) == pytest.approx(4e-4)
+    assert recipe1.lr_at(6000) == pytest.approx(4e-4) == recipe1.lr_at(29_999)
+    assert recipe1.lr_at(299_999) == pytest.approx(2e-5) == recipe2.lr_at(107_999)
+    assert recipe2.lr_at(0) == pytest.approx(4e-4)
 
 
 def test_missing_run_names_the_command_to_make_it(tmp_path):

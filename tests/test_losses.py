@@ -3,7 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import train
 from utils.losses import (
+    LossConfig,
     consistency_loss,
     photometric_loss,
     psnr_loss,
@@ -89,12 +91,39 @@ def test_training_loss_terms_and_gradients():
     preds = [torch.rand(2, 2, 16, 32, requires_grad=True) for _ in range(3)]
     base, terms = training_loss(preds, left, right, gt, valid)
     assert set(terms) == {"sequence"}
-    total, terms = training_loss(
-        preds, left, right, gt, valid,
-        consistency_weight=1, psnr_weight=0.1, smoothness_weight=1, photometric_weight=1,
-    )
+    config = LossConfig(consistency_weight=1, psnr_weight=0.1, smoothness_weight=1, photometric_weight=1)
+    total, terms = training_loss(preds, left, right, gt, valid, config)
     assert set(terms) == {"sequence", "consistency", "psnr", "smoothness", "photometric"}
     assert total.item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-5)
     total.backward()
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in preds)
     assert F.l1_loss(base, terms["sequence"]).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(gamma=0.0), "--gamma must be in"),
+        (dict(gamma=1.5), "--gamma must be in"),
+        (dict(average="mean"), "--loss-average must be one of"),
+        (dict(photometric_weight=-1.0), "--photometric-weight must be >= 0"),
+        (dict(flow_loss_weight=-0.5), "--flow-loss-weight must be >= 0"),
+        (dict(consistency_resize_factor=0.0), "--consistency-resize-factor must be in"),
+        (dict(photometric_ssim_weight=2.0), "--photometric-ssim-weight must be in"),
+        (dict(photometric_max_displacement_ratio=0.0), "--photometric-max-displacement-ratio must be positive"),
+    ],
+)
+def test_bad_loss_configs(changes, message):
+    with pytest.raises(ValueError, match=message):
+        LossConfig(**changes)
+
+
+def test_loss_config_from_train_flags():
+    parser = train.get_args_parser()
+    assert LossConfig.from_args(parser.parse_args([]), model_gamma=0.8) == LossConfig()  # defaults agree
+    args = parser.parse_args(["--max-disparity", "64", "--psnr-weight", "0.1", "--norm-mean", "0.4", "0.4", "0.4"])
+    config = LossConfig.from_args(args, model_gamma=0.9)
+    assert (config.gamma, config.max_disparity, config.psnr_weight, config.norm_mean) == (0.9, None, 0.1, (0.4,) * 3)
+    args = parser.parse_args(["--max-disparity", "64", "--flow-loss-exclude-large", "--gamma", "0.7"])
+    config = LossConfig.from_args(args, model_gamma=0.9)
+    assert (config.gamma, config.max_disparity) == (0.7, 64.0)

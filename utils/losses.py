@@ -5,12 +5,89 @@ second channel is the vertical flow, trained towards 0). Ground truth is `(B, 1,
 `(B, H, W)` bool mask of valid pixels. Images are the normalised model inputs.
 """
 
+import argparse
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from utils.preprocessing import denormalize
 
 LOSS_AVERAGES = ("valid", "all")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The terms of `training_loss` and their weights; checked on construction (ValueError naming the flag).
+
+    The defaults are train.py's flag defaults (``--gamma`` aside: there it defaults to the model's own).
+
+    - ``gamma`` (``--gamma``): sequence-loss weight decay over the predictions, in (0, 1]; the final one weighs 1.
+    - ``average`` (``--loss-average``): ``valid`` averages the L1 over valid pixels, ``all`` over all pixels like
+      torchvision's reference train.py.
+    - ``flow_loss_weight`` (``--flow-loss-weight``): weight of the sequence loss.
+    - ``max_disparity`` (``--max-disparity`` with ``--flow-loss-exclude-large``): ground truth at or above it is
+      left out of the sequence loss; ``None`` keeps it.
+    - ``consistency_weight``, ``consistency_resize_factor``: change between consecutive predictions, compared at
+      this fraction of the resolution, in (0, 1].
+    - ``psnr_weight``, ``smoothness_weight``, ``photometric_weight``: the image-based terms (0: off);
+      ``photometric_ssim_weight`` in [0, 1] mixes SSIM into the photometric L1, and
+      ``photometric_max_displacement_ratio`` (> 0) leaves out pixels whose disparity exceeds that fraction of the
+      width.
+    - ``norm_mean``, ``norm_std`` (``--norm-mean``, ``--norm-std``): the input normalisation, undone for the
+      image-based terms.
+    """
+
+    gamma: float = 0.8
+    average: str = "valid"
+    flow_loss_weight: float = 1.0
+    max_disparity: float | None = None
+    consistency_weight: float = 0.0
+    consistency_resize_factor: float = 0.25
+    psnr_weight: float = 0.0
+    smoothness_weight: float = 0.0
+    photometric_weight: float = 0.0
+    photometric_ssim_weight: float = 0.85
+    photometric_max_displacement_ratio: float = 0.15
+    norm_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    norm_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"--gamma must be in (0, 1], got {self.gamma}.")
+        if self.average not in LOSS_AVERAGES:
+            raise ValueError(f"--loss-average must be one of {LOSS_AVERAGES}, got {self.average!r}.")
+        weights = ("flow_loss_weight", "consistency_weight", "psnr_weight", "smoothness_weight", "photometric_weight")
+        for name in weights:
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 turns the term off), "
+                                 f"got {getattr(self, name)}.")
+        if not 0 < self.consistency_resize_factor <= 1:
+            raise ValueError(f"--consistency-resize-factor must be in (0, 1], got {self.consistency_resize_factor}.")
+        if not 0 <= self.photometric_ssim_weight <= 1:
+            raise ValueError(f"--photometric-ssim-weight must be in [0, 1], got {self.photometric_ssim_weight}.")
+        if self.photometric_max_displacement_ratio <= 0:
+            raise ValueError("--photometric-max-displacement-ratio must be positive (a fraction of the width), "
+                             f"got {self.photometric_max_displacement_ratio}.")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, model_gamma: float) -> "LossConfig":
+        """The loss of train.py's flags; `model_gamma` (``model.loss_gamma``) where ``--gamma`` is not given."""
+        return cls(
+            gamma=model_gamma if args.gamma is None else args.gamma,
+            average=args.loss_average,
+            flow_loss_weight=args.flow_loss_weight,
+            max_disparity=args.max_disparity if args.flow_loss_exclude_large else None,
+            consistency_weight=args.consistency_weight,
+            consistency_resize_factor=args.consistency_resize_factor,
+            psnr_weight=args.psnr_weight,
+            smoothness_weight=args.smoothness_weight,
+            photometric_weight=args.photometric_weight,
+            photometric_ssim_weight=args.photometric_ssim_weight,
+            photometric_max_displacement_ratio=args.photometric_max_displacement_ratio,
+            norm_mean=tuple(args.norm_mean),
+            norm_std=tuple(args.norm_std),
+        )
 
 
 def two_channel_target(disparity: torch.Tensor, channels: int) -> torch.Tensor:
@@ -40,7 +117,8 @@ def sequence_loss(
     """`sum_i gamma^(N-1-i) * L1(P_i, target)` over all N predictions.
 
     `average="valid"` divides each L1 sum by the number of valid pixels (times channels), so sparse ground
-    truth is not diluted; `average="all"` divides by all pixels, valid or not, like torchvision's reference.
+    truth is not diluted; `average="all"` divides by all pixels, valid or not, like torchvision's reference
+    train.py.
     `max_disparity` additionally excludes pixels whose ground truth is at or above it.
     """
     if average not in LOSS_AVERAGES:
@@ -183,41 +261,30 @@ def training_loss(
     right: torch.Tensor,
     disparity: torch.Tensor,
     valid: torch.Tensor | None,
-    *,
-    gamma: float = 0.8,
-    average: str = "valid",
-    flow_loss_weight: float = 1.0,
-    max_disparity: float | None = None,
-    consistency_weight: float = 0.0,
-    consistency_resize_factor: float = 0.25,
-    psnr_weight: float = 0.0,
-    smoothness_weight: float = 0.0,
-    photometric_weight: float = 0.0,
-    photometric_ssim_weight: float = 0.85,
-    photometric_max_displacement_ratio: float = 0.15,
-    norm_mean: list[float] | float = 0.5,
-    norm_std: list[float] | float = 0.5,
+    config: LossConfig = LossConfig(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total training loss and its terms (detached, for logging). Auxiliary terms are added only if weighted.
 
     The image-based terms average over the predictions, each using its disparity channel.
     """
-    loss = flow_loss_weight * sequence_loss(predictions, disparity, valid, gamma, average, max_disparity)
+    c = config
+    loss = c.flow_loss_weight * sequence_loss(predictions, disparity, valid, c.gamma, c.average, c.max_disparity)
     terms = {"sequence": loss.detach()}
-    if consistency_weight > 0:
-        term = consistency_weight * consistency_loss(predictions, gamma, consistency_resize_factor)
+    if c.consistency_weight > 0:
+        term = c.consistency_weight * consistency_loss(predictions, c.gamma, c.consistency_resize_factor)
         terms["consistency"] = term.detach()
         loss = loss + term
-    if photometric_weight > 0 or psnr_weight > 0 or smoothness_weight > 0:
-        left01 = denormalize(left.float(), norm_mean, norm_std)
-        right01 = denormalize(right.float(), norm_mean, norm_std)
+    if c.photometric_weight > 0 or c.psnr_weight > 0 or c.smoothness_weight > 0:
+        left01 = denormalize(left.float(), c.norm_mean, c.norm_std)
+        right01 = denormalize(right.float(), c.norm_mean, c.norm_std)
         disps = [p[:, :1].float() for p in predictions]
         n = len(disps)
+        ratio = c.photometric_max_displacement_ratio
         aux = {
-            "photometric": (photometric_weight, lambda d: photometric_loss(
-                left01, right01, d, valid, photometric_ssim_weight, photometric_max_displacement_ratio)),
-            "psnr": (psnr_weight, lambda d: psnr_loss(left01, right01, d, valid, photometric_max_displacement_ratio)),
-            "smoothness": (smoothness_weight, lambda d: smoothness_loss(left01, d)),
+            "photometric": (c.photometric_weight, lambda d: photometric_loss(
+                left01, right01, d, valid, c.photometric_ssim_weight, ratio)),
+            "psnr": (c.psnr_weight, lambda d: psnr_loss(left01, right01, d, valid, ratio)),
+            "smoothness": (c.smoothness_weight, lambda d: smoothness_loss(left01, d)),
         }
         for name, (weight, fn) in aux.items():
             if weight > 0:
