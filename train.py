@@ -17,18 +17,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from data.collate import stereo_collate
-from data.mixture import MixtureSampler, check_dataset_steps
+from data.mixture import MixtureSampler, TrainingMixture, check_dataset_steps
 from models.weights import compact_state_dict, load_checked
 from presets import eval_preset_from_args, make_training_mixture
 from utils import cli
 from utils.checkpoint import check_writable, link_checkpoint, load_checkpoint, model_state_from_checkpoint
 from utils.checkpoint import plain_args, prune_step_checkpoints, rng_state, save_checkpoint, set_rng_state
-from utils.distributed import all_reduce_sum, cleanup, init_distributed, is_main_process
+from utils.distributed import DistState, all_reduce_sum, cleanup, init_distributed, is_main_process
 from utils.evaluation import evaluate, make_eval_loader
 from utils.logger import TrainingLogger, write_training_images
 from utils.legacy_flags import add_ignored, parse_bool, warn_ignored
@@ -36,6 +38,9 @@ from utils.losses import LOSS_AVERAGES, LossConfig, training_loss
 from utils.lr_schedule import DECAY_METHODS, WARMUP_METHODS, LRSchedule, make_lr_schedule
 from utils.preemption import StopRequest, checkpoint_group, ignore_stop_signals, wait_for_checkpoint
 from utils.metrics import AVAILABLE_METRICS, DEFAULT_METRICS, is_improvement
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 # Flags that fix the sample stream: a run can only be continued exactly when they are unchanged.
 DATA_FLAGS = ("train_datasets", "dataset_steps", "steps_is_epochs", "batch_size", "seed")
@@ -227,22 +232,38 @@ class Run:
     """Everything `train` needs, built and checked by `setup` before any training work."""
 
     args: argparse.Namespace
-    dist: object
-    mixture: object
+    dist: DistState
+    mixture: TrainingMixture
     model: torch.nn.Module  # what the step calls (DDP and/or compiled)
     core: torch.nn.Module  # the plain model: state dicts, validation
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
-    val_loaders: dict
+    val_loaders: dict[str, DataLoader]
     start_step: int
     loss: LossConfig
-    writer: object = None
-    losses: list = field(default_factory=list)
-    validations: dict = field(default_factory=dict)
-    stop_group: object = None  # gloo group of the stop barrier (None in a plain process)
-    best: dict = field(default_factory=dict)  # --best-metric: metric, dataset, value, step of {name}_best.pth
+    writer: "SummaryWriter | None" = None
+    losses: list[float] = field(default_factory=list)  # the loss of every step that updated the weights
+    validations: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # dataset -> step -> metrics
+    stop_group: torch.distributed.ProcessGroup | None = None  # gloo group of the stop barrier (None: one process)
+    best: dict[str, Any] = field(default_factory=dict)  # --best-metric: metric, dataset, value, step of {name}_best.pth
+
+
+@dataclass
+class StepResult:
+    """What one training step did (the same `skipped` and `stop_requested` on every rank)."""
+
+    loss: Tensor  # the total loss (detached)
+    terms: dict[str, Tensor]  # its terms (detached), for the log
+    grad_norm: Tensor  # gradient norm before clipping
+    predictions: list[Tensor]  # the model's outputs, for the log and the image grids
+    lr: float  # learning rate the step used
+    skipped: bool  # a non-finite loss or gradient on some rank: the weights were not updated
+    stop_requested: bool  # a signal asked some rank to stop after this step
+
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # left, right, disparity, valid (stereo_collate), on the device
 
 
 def validation_preset(args: argparse.Namespace, name: str):
@@ -420,8 +441,90 @@ def validate(run: Run, step: int) -> None:
         freeze_batch_norm(run.core)
 
 
+def train_step(run: Run, batch: Batch, stop: StopRequest | None = None) -> StepResult:
+    """One optimizer step: forward, loss, backward, clipping, and the cross-rank decision to update or skip.
+
+    A step whose loss or gradient is not finite on any rank changes no weight on any rank (with float16 the grad
+    scaler's own overflow check stands in for the gradient test); the schedule advances either way. `stop` is read
+    in the same collective, so every rank learns of a stop after the same step."""
+    left, right, disparity, valid = batch
+    lr = run.optimizer.param_groups[0]["lr"]
+    with torch.autocast(left.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+        predictions = run.model(left, right, flow_init=None, num_iters=run.args.recurrent_updates)
+    loss, terms = training_loss(predictions, left, right, disparity, valid, run.loss)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    params = [p for p in run.core.parameters() if p.requires_grad]
+    max_norm = run.args.clip_grad_norm if run.args.clip_grad_norm > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    bad = ~torch.isfinite(loss.detach())
+    if not run.scaler.is_enabled():  # with float16 the scaler itself skips steps whose gradients overflow
+        bad = bad | ~torch.isfinite(grad_norm)
+    requested = stop is not None and stop.requested
+    flags = torch.stack([bad.float(), torch.tensor(float(requested), device=bad.device)])
+    skipped, stop_requested = (all_reduce_sum(flags) > 0).tolist()  # every rank takes the same decisions
+    if skipped:
+        run.optimizer.zero_grad(set_to_none=True)
+    else:
+        run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return StepResult(loss.detach(), terms, grad_norm.detach(), predictions, lr, skipped, stop_requested)
+
+
+def log_step(run: Run, logger: TrainingLogger, step: int, batch: Batch, result: StepResult, data_time: float) -> None:
+    """Record the step: its loss in `run.losses`, the console line and scalars, the TensorBoard image grids."""
+    left, right, disparity, valid = batch
+    if not result.skipped:
+        run.losses.append(result.loss.item())
+    logger.update(result.terms, result.predictions[-1], disparity, valid, None if result.skipped else result.grad_norm,
+                  data_time, result.skipped)
+    if logger.should_log(step):
+        logger.log(step, result.lr)
+    if run.writer is not None and step % run.args.tensorboard_log_frequency == 0:
+        write_training_images(run.writer, step, left, right, disparity, valid, result.predictions, run.args.norm_mean,
+                              run.args.norm_std)
+
+
+def stop_after_nonfinite_steps(run: Run, step: int, count: int) -> None:
+    """Save and stop (exit status 1) after `count` steps in a row changed no weight."""
+    path = save(run, step)
+    raise SystemExit(
+        f"train.py: stopped at step {step}: {count} steps in a row had a non-finite loss or gradient (weights "
+        f"unchanged since step {step - count}). Checkpoint: {path}. Lower --lr, set --clip-grad-norm, or use "
+        f"--mixed-precision bfloat16 instead of float16, then continue with --resume-path {path} --resume-schedule."
+    )
+
+
+def stop_after_signal(run: Run, step: int, exit_code: int) -> None:
+    """Save, wait until rank 0 has written the checkpoint, and exit with `exit_code` (128 + the signal)."""
+    path = save(run, step)
+    wait_for_checkpoint(run.stop_group, run.args.save_timeout)
+    if is_main_process():
+        print(f"train.py: stopped by a signal after step {step}; checkpoint {path}. Continue with --resume-path "
+              f"{path} --resume-schedule (torchrun and SLURM restarts do it by themselves).", file=sys.stderr,
+              flush=True)
+    raise SystemExit(exit_code)
+
+
+def maybe_save(run: Run, step: int) -> None:
+    """Every --save-frequency steps and at the last step."""
+    if step % run.args.save_frequency == 0 or step == run.mixture.total_steps:
+        save(run, step)
+
+
+def maybe_validate(run: Run, step: int) -> None:
+    """Every --valid-frequency steps and at the last step (with validation datasets), then --best-metric."""
+    if run.val_loaders and (step % run.args.valid_frequency == 0 or step == run.mixture.total_steps):
+        validate(run, step)
+        if run.args.best_metric is not None:
+            update_best(run, step)
+
+
 def train(run: Run) -> Run:
-    """The training loop from `run.start_step` to the end of the mixture."""
+    """The training loop from `run.start_step` to the end of the mixture: step -> log -> maybe save -> maybe
+    validate, with the stops (non-finite steps, a signal) between log and save."""
     args, device, mixture = run.args, run.dist.device, run.mixture
     loader = DataLoader(
         mixture, batch_size=args.batch_size, sampler=MixtureSampler(mixture, run.dist.rank, run.start_step),
@@ -439,77 +542,30 @@ def train(run: Run) -> Run:
               f"{mixture.samples_per_step} samples per step ({counts})", flush=True)
     if run.start_step == 0 and run.val_loaders:
         validate(run, 0)
-    params = [p for p in run.core.parameters() if p.requires_grad]
-    max_norm = args.clip_grad_norm if args.clip_grad_norm > 0 else math.inf
-    fp16 = run.scaler.is_enabled()
-    consecutive_bad = 0
+    consecutive_skipped = 0
     stop = StopRequest()
     batches = iter(loader)
     try:
         for step in range(run.start_step + 1, mixture.total_steps + 1):
             tic = time.perf_counter()
-            left, right, disp, valid = next(batches)
+            batch = next(batches)
             data_time = time.perf_counter() - tic
-            left, right, disp = (x.to(device, non_blocking=True) for x in (left, right, disp))
-            valid = valid.to(device, non_blocking=True)
-            lr = run.optimizer.param_groups[0]["lr"]
-
-            with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
-                predictions = run.model(left, right, flow_init=None, num_iters=args.recurrent_updates)
-            loss, terms = training_loss(predictions, left, right, disp, valid, run.loss)
-            run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(loss).backward()
-            run.scaler.unscale_(run.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            bad = ~torch.isfinite(loss.detach())
-            if not fp16:  # with float16 the scaler itself skips steps whose gradients overflow
-                bad = bad | ~torch.isfinite(grad_norm)
-            flags = torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
-            bad, preempted = (all_reduce_sum(flags) > 0).tolist()  # every rank takes the same decisions
-            if bad:
-                run.optimizer.zero_grad(set_to_none=True)
-                run.scaler.update()
-                consecutive_bad += 1
-            else:
-                run.scaler.step(run.optimizer)
-                run.scaler.update()
-                consecutive_bad = 0
-                run.losses.append(loss.item())
-            run.scheduler.step()
-
-            logger.update(terms, predictions[-1], disp, valid, None if bad else grad_norm, data_time, bad)
-            if logger.should_log(step):
-                logger.log(step, lr)
-            if run.writer is not None and step % args.tensorboard_log_frequency == 0:
-                write_training_images(run.writer, step, left, right, disp, valid, predictions, args.norm_mean,
-                                      args.norm_std)
-            if consecutive_bad >= args.max_nonfinite_steps:
-                path = save(run, step)
-                raise SystemExit(
-                    f"train.py: stopped at step {step}: {consecutive_bad} steps in a row had a non-finite loss or "
-                    f"gradient (weights unchanged since step {step - consecutive_bad}). Checkpoint: {path}. Lower "
-                    "--lr, set --clip-grad-norm, or use --mixed-precision bfloat16 instead of float16, then continue "
-                    f"with --resume-path {path} --resume-schedule."
-                )
-            if preempted:
-                path = save(run, step)
-                wait_for_checkpoint(run.stop_group, args.save_timeout)
-                if is_main_process():
-                    print(f"train.py: stopped by a signal after step {step}; checkpoint {path}. Continue with "
-                          f"--resume-path {path} --resume-schedule (torchrun and SLURM restarts do it by themselves).",
-                          file=sys.stderr, flush=True)
-                raise SystemExit(stop.exit_code)
-            if step % args.save_frequency == 0 or step == mixture.total_steps:
-                save(run, step)
-            if run.val_loaders and (step % args.valid_frequency == 0 or step == mixture.total_steps):
-                validate(run, step)
-                if args.best_metric is not None:
-                    update_best(run, step)
+            batch = tuple(x.to(device, non_blocking=True) for x in batch)
+            result = train_step(run, batch, stop)
+            log_step(run, logger, step, batch, result, data_time)
+            consecutive_skipped = consecutive_skipped + 1 if result.skipped else 0
+            if consecutive_skipped >= args.max_nonfinite_steps:
+                stop_after_nonfinite_steps(run, step, consecutive_skipped)
+            if result.stop_requested:
+                stop_after_signal(run, step, stop.exit_code)
+            maybe_save(run, step)
+            maybe_validate(run, step)
     finally:
         stop.restore()
         if run.writer is not None:
             run.writer.close()
     return run
+
 
 def main(args: argparse.Namespace) -> Run:
     try:
