@@ -52,7 +52,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
     cli.add_training_data_arguments(parser)
     parser.add_argument("--workers", default=4, type=int, help="data-loading processes per training process")
-    parser.add_argument("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
 
     parser.add_argument("--test-datasets", default=["middlebury2014-train"], nargs="+",
                         help="registry datasets with ground truth to validate on")
@@ -64,11 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--padder-type", default="kitti", choices=["kitti", "sintel"])
     parser.add_argument("--metrics", default=list(DEFAULT_METRICS), nargs="+", choices=AVAILABLE_METRICS)
 
-    parser.add_argument("--model", default="crestereo_base", help="model registry name")
-    parser.add_argument("--weights", default=None, help="published weights (e.g. CREStereo_Base_Weights.MEGVII_V1) "
-                        "or a .pth to fine-tune from")
-    parser.add_argument(*cli.ITERATIONS_FLAGS, dest="recurrent_updates", default=10, type=int,
-                        help="refinement iterations (num_iters) in training and validation")
+    model = cli.add_model_arguments(parser, checkpoint=False)
+    model.add_argument(*cli.ITERATIONS_FLAGS, dest="n_iterations", default=10, type=int,
+                       help="refinement iterations (num_iters) in training and validation")
     parser.add_argument("--freeze-batch-norm", action="store_true", help="keep BatchNorm layers in eval mode")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     parser.add_argument("--activation-checkpointing", action="store_true",
@@ -103,8 +100,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-warmup-factor", default=LRSchedule.warmup_factor, type=float,
                         help="warmup start (linear) or level (constant), times --lr")
     parser.add_argument("--lr-decay-method", default=LRSchedule.decay_method, choices=DECAY_METHODS)
-    parser.add_argument("--mixed-precision", nargs="?", const="float16", default=None,
-                        choices=["float16", "bfloat16"], help="autocast dtype (alone: float16 with a grad scaler)")
     parser.add_argument("--max-nonfinite-steps", default=20, type=int,
                         help="stop (with a checkpoint) after this many consecutive non-finite steps")
 
@@ -119,7 +114,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-metric", default=None, choices=AVAILABLE_METRICS,
                         help="keep {name}_best.pth, the checkpoint with the best validation value of this metric on "
                         "the first --test-datasets (lower is better; higher for 1px, 3px, 5px, fl-all)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    cli.add_runtime_arguments(parser, device="auto", dtype="float32", mixed_precision="float16")
     parser.add_argument("--resume-path", "--resume", default=None,
                         help="checkpoint or state dict to start from (--resume: torchvision's spelling)")
     parser.add_argument("--resume-schedule", action="store_true",
@@ -146,7 +141,7 @@ def check_args(args: argparse.Namespace) -> None:
         require_ground_truth(name, f"--test-datasets {name}")
     check_dataset_steps(args.train_datasets, args.dataset_steps)
     args.eval_size = cli.parse_eval_size(args.eval_size, args.eval_batch_size, "--eval-batch-size")
-    for flag in ("batch_size", "eval_batch_size", "recurrent_updates", "save_frequency", "print_frequency",
+    for flag in ("batch_size", "eval_batch_size", "n_iterations", "save_frequency", "print_frequency",
                  "tensorboard_log_frequency", "max_nonfinite_steps"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
@@ -277,7 +272,6 @@ def validation_preset(args: argparse.Namespace, name: str):
 def setup(args: argparse.Namespace) -> Run:
     """Check every input and build the run; raises ValueError/FileNotFoundError with the fix."""
     from data.registry import make_dataset
-    from models import get_model
 
     check_args(args)
     check_writable(args.checkpoint_dir)
@@ -322,7 +316,7 @@ def setup(args: argparse.Namespace) -> Run:
                                                  pin_memory=dist.device.type == "cuda")
 
     torch.manual_seed(args.seed)
-    core = get_model(args.model, weights=args.weights, activation_checkpointing=args.activation_checkpointing)
+    core, _ = cli.load_model_from_args(args, activation_checkpointing=args.activation_checkpointing)
     loss = LossConfig.from_args(args, model_gamma=core.loss_gamma)
     args.gamma = loss.gamma
     divisor = getattr(core, "size_divisor", 1)
@@ -335,7 +329,7 @@ def setup(args: argparse.Namespace) -> Run:
 
     optimizer = make_optimizer(args, [p for p in core.parameters() if p.requires_grad])
     scheduler = make_lr_schedule(optimizer, schedule)
-    autocast_dtype = getattr(torch, args.mixed_precision) if args.mixed_precision else None
+    autocast_dtype = cli.autocast_dtype(args.dtype, dist.device)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=autocast_dtype == torch.float16)
     if args.resume_schedule:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -424,15 +418,15 @@ def validate(run: Run, step: int) -> None:
     args = run.args
     for name, loader in run.val_loaders.items():
         results = evaluate(
-            run.core, loader, cascades=[1], iterations=[args.recurrent_updates], device=run.dist.device,
+            run.core, loader, cascades=[1], iterations=[args.n_iterations], device=run.dist.device,
             metrics=args.metrics, padder_type=args.padder_type, autocast_dtype=run.autocast_dtype,
             progress=False, desc=f"{name} validation",
         )
-        values = results[(1, args.recurrent_updates)]["reference"]
+        values = results[(1, args.n_iterations)]["reference"]
         run.validations.setdefault(name, {})[step] = values
         if is_main_process():
             text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
-            print(f"[{step}/{run.mixture.total_steps}] validation {name} ({args.recurrent_updates} iterations): {text}",
+            print(f"[{step}/{run.mixture.total_steps}] validation {name} ({args.n_iterations} iterations): {text}",
                   flush=True)
             if run.writer is not None:
                 for k, v in values.items():
@@ -450,7 +444,7 @@ def train_step(run: Run, batch: Batch, stop: StopRequest | None = None) -> StepR
     left, right, disparity, valid = batch
     lr = run.optimizer.param_groups[0]["lr"]
     with torch.autocast(left.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
-        predictions = run.model(left, right, flow_init=None, num_iters=run.args.recurrent_updates)
+        predictions = run.model(left, right, flow_init=None, num_iters=run.args.n_iterations)
     loss, terms = training_loss(predictions, left, right, disparity, valid, run.loss)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -493,7 +487,7 @@ def stop_after_nonfinite_steps(run: Run, step: int, count: int) -> None:
     raise SystemExit(
         f"train.py: stopped at step {step}: {count} steps in a row had a non-finite loss or gradient (weights "
         f"unchanged since step {step - count}). Checkpoint: {path}. Lower --lr, set --clip-grad-norm, or use "
-        f"--mixed-precision bfloat16 instead of float16, then continue with --resume-path {path} --resume-schedule."
+        f"--dtype bfloat16 instead of float16, then continue with --resume-path {path} --resume-schedule."
     )
 
 
@@ -568,13 +562,15 @@ def train(run: Run) -> Run:
 
 
 def main(args: argparse.Namespace) -> Run:
+    """Check the input, build the run and train; bad input raises ValueError naming the fix (`cli.run` turns it
+    into one parser error, exit status 2)."""
     try:
         run = setup(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"train.py: error: {e}") from None
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
     return train(run)
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())
     cleanup()

@@ -25,7 +25,11 @@ def test_aliases_reach_the_canonical_destinations():
     assert model.parse_args(["model", "--iters", "2", "--batch", "4"]).n_iterations == 2
     assert model.parse_args(["model", "--batch-size", "4", "--dtype", "bfloat16"]).batch_size == 4
     training = train.get_args_parser()
-    assert [training.parse_args([flag, "3"]).recurrent_updates for flag in cli.ITERATIONS_FLAGS] == [3] * 4
+    assert [training.parse_args([flag, "3"]).n_iterations for flag in cli.ITERATIONS_FLAGS] == [3] * 4
+    assert [training.parse_args([flag, "3"]).batch_size for flag in cli.BATCH_SIZE_FLAGS] == [3] * 2
+    assert training.parse_args(["--mixed-precision"]).dtype == "float16"  # its old meaning: float16, grad scaler
+    assert training.parse_args(["--mixed-precision", "bfloat16"]).dtype == "bfloat16"
+    assert training.parse_args([]).dtype == "float32"
     prediction = predict.get_args_parser()
     required = ["--left", "l", "--right", "r", "--output-dir", "o"]
     assert prediction.parse_args(required + ["--recurrent-updates", "7"]).n_iterations == 7

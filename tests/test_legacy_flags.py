@@ -73,7 +73,7 @@ def test_torchvision_train_flags_are_mapped_or_ignored_with_one_warning_each(cap
     argv = ["--resume", "old.pth", "--world-size", "8", "--dist-url", "env://", "--lr-decay-gamma", "0.8",
             "--gpu-transforms", "--dataset-shuffle", "True", "--dataset-order-shuffle", "yes", "--mixed-precision"]
     args = train.get_args_parser().parse_args(argv)
-    assert args.resume_path == "old.pth" and args.mixed_precision == "float16"
+    assert args.resume_path == "old.pth" and args.dtype == "float16"
     assert not hasattr(args, "world_size") and not hasattr(args, "lr_decay_gamma")
     from utils.legacy_flags import warn_ignored
 

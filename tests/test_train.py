@@ -9,6 +9,7 @@ import torch
 
 import train
 from models import get_model
+from utils import cli
 from utils.checkpoint import save_checkpoint
 
 TINY = [
@@ -86,9 +87,18 @@ def test_loss_decreases_on_synthetic_scenes(tmp_path):
 
 
 def bad(tmp_path, *extra) -> str:
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(ValueError) as info:
         train.main(parse(tmp_path, *extra))
     return str(info.value)
+
+
+def test_bad_input_is_one_parser_error(tmp_path, capsys):
+    argv = TINY + ["--checkpoint-dir", str(tmp_path), "--resume-schedule"]
+    with pytest.raises(SystemExit) as info:
+        cli.run(train.main, train.get_args_parser(), argv=argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.splitlines()[-1].endswith("error: --resume-schedule needs --resume-path (the "
+                                                                 "checkpoint to continue).")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ stay accepted as aliases (same destination):
     --n-iterations   --n_iterations --recurrent-updates --iters
     --n-cascades     --n_cascades
     --batch-size     --batch
-    --dtype          --mixed-precision
+    --dtype          --mixed-precision   (given without a value: each script's old meaning)
 
 One error rule: library code and each script's ``check_args(args)`` raise ``ValueError`` with a message that
 names the fix; ``run`` turns it into ``parser.error`` (one line on stderr, exit status 2), before any expensive
@@ -47,7 +47,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = T
     `check_model_source`. Without ``checkpoint`` only ``--weights`` (optional: training may start from scratch)."""
     group = parser.add_argument_group("model and weights")
     group.add_argument("--model", default="crestereo_base",
-                       help="model registry name (a training checkpoint names its own)")
+                       help="model registry name" + (" (a training checkpoint names its own)" if checkpoint else ""))
     group.add_argument("--weights", default=None,
                        help="published weights (e.g. CREStereo_Base_Weights.MEGVII_V1) or a .pth file")
     if checkpoint:
@@ -109,7 +109,7 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> argparse._Ar
     group.add_argument("--dataset-steps", default=[300000], type=int, nargs="+",
                        help="steps (or epochs with --steps-is-epochs) per training dataset, one per name")
     group.add_argument("--steps-is-epochs", action="store_true", help="read --dataset-steps as epochs per dataset")
-    group.add_argument("--batch-size", default=2, type=int, help="samples per process and step")
+    group.add_argument(*BATCH_SIZE_FLAGS, dest="batch_size", default=2, type=int, help="samples per process and step")
     group.add_argument("--seed", default=42, type=int, help="seeds the mixture order, augmentation and model init")
     group.add_argument("--crop-size", default=[384, 512], type=int, nargs=2, help="training crop H W")
     group.add_argument("--resize-size", default=None, type=int, nargs=2,
@@ -206,7 +206,7 @@ def load_model_from_args(args: argparse.Namespace, **kwargs: Any) -> tuple[nn.Mo
     from models import get_model, load_checked
     from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
 
-    source = getattr(args, "checkpoint", None) or args.weights
+    source = getattr(args, "checkpoint", None) or args.weights or f"--model {args.model}"
     try:
         if getattr(args, "checkpoint", None) is not None:
             state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
