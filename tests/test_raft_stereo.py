@@ -125,8 +125,13 @@ def test_flow_init_at_full_resolution_is_scaled_to_the_feature_grid(model):
         torch.testing.assert_close(a, c, atol=0, rtol=0)
 
 
-def test_case_c_training_step(name, model, reference):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_case_c_training_step(name, weights, reference, checkpointing):
+    """Also with activation checkpointing (encoders and iterations): the same gradients and BatchNorm buffers
+    (the recomputation must not update the running statistics a second time)."""
     ref = reference(f"{name}_ref_c_train.pt")
+    model = get_model(name, activation_checkpointing=checkpointing)
+    model.load_state_dict(weights, strict=True)
     model.train()
     model.zero_grad(set_to_none=True)
     predictions = model(ref["left"], ref["right"], num_iters=ref["num_iters"])
@@ -163,7 +168,7 @@ def test_case_c_training_step(name, model, reference):
 
 def test_activation_checkpointing_gives_the_same_gradients(name, weights):
     left, right = (torch.rand(2, 1, 3, 32, 16 * 16, generator=torch.Generator().manual_seed(3)) * 2 - 1).unbind(0)
-    grads = []
+    grads, buffers = [], []
     for checkpointing in (False, True):
         model = get_model(name, activation_checkpointing=checkpointing)
         model.load_state_dict(weights)
@@ -171,8 +176,11 @@ def test_activation_checkpointing_gives_the_same_gradients(name, weights):
         predictions = model(left, right, num_iters=2)
         sum(p.abs().mean() for p in predictions).backward()
         grads.append({k: p.grad for k, p in model.named_parameters()})
+        buffers.append(dict(model.named_buffers()))
     for key, grad in grads[0].items():
         torch.testing.assert_close(grads[1][key], grad, atol=1e-5, rtol=1e-4)
+    for key, buffer in buffers[0].items():
+        torch.testing.assert_close(buffers[1][key], buffer, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
