@@ -34,6 +34,7 @@ __all__ = [
     "raft_stereo_base",
     "raft_stereo_realtime",
     "canonical_name",
+    "check_architecture",
     "get_model",
     "get_weight",
     "list_models",
@@ -59,8 +60,10 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def _check_architecture(name: str, state_dict: dict, source: str) -> None:
-    """Fail with the model to use when `state_dict` is exactly the layout of another registered model."""
+def check_architecture(name: str, state_dict: dict, source: str) -> None:
+    """Fail with the model to use when `state_dict` is exactly the layout of another registered model (e.g.
+    CREStereo weights given to a RAFT-Stereo model), before the model is built."""
+    name = canonical_name(name)
     with torch.device("meta"):
         expected = set(_MODELS[name][0]().state_dict())
     keys = set(state_dict)
@@ -106,7 +109,7 @@ def get_model(
         if not path.is_file():
             raise FileNotFoundError(f"Weights file {path} does not exist.")
         state_dict = state_dict_from_file(path, name)
-        _check_architecture(name, state_dict, str(path))
+        check_architecture(name, state_dict, str(path))
         model = builder(**kwargs)
         load_checked(model, state_dict, str(path))
         return model
@@ -121,6 +124,6 @@ def get_model(
     model = builder(**kwargs)
     if weights is not None:
         state_dict = state_dict_from_hub(weights, progress=progress)
-        _check_architecture(name, state_dict, weights.url)
+        check_architecture(name, state_dict, weights.url)
         load_checked(model, state_dict, weights.url)
     return model

@@ -9,6 +9,8 @@ import benchmark
 import cascade_evaluation
 import predict
 import train
+from models import canonical_name, get_model
+from models.weights import compact_state_dict
 from utils import cli
 
 
@@ -82,3 +84,15 @@ def test_model_source_and_loading(tmp_path):
     torch.save({"model": {"not": torch.zeros(1)}, "args": {"model": "crestereo_base"}}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth"):
         cli.load_model_from_args(args(checkpoint=str(tmp_path / "bad.pth")))
+
+
+@pytest.mark.parametrize(
+    "saved, given", [("raft_stereo_realtime", "crestereo_base"), ("crestereo_base", "raft_stereo")]
+)
+def test_checkpoint_of_the_other_family_names_its_model(tmp_path, saved, given):
+    """A raw state dict of one family passed with --checkpoint to the other: the error names the model to use."""
+    path = tmp_path / "weights.pth"
+    torch.save(compact_state_dict(get_model(saved)), path)
+    args = argparse.Namespace(model=given, weights=None, checkpoint=str(path))
+    with pytest.raises(ValueError, match=f"holds {saved} weights, not {canonical_name(given)}; pass --model {saved}"):
+        cli.load_model_from_args(args)

@@ -203,7 +203,7 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
 def load_model_from_args(args: argparse.Namespace, **kwargs: Any) -> tuple[nn.Module, str]:
     """The model of ``--weights`` or ``--checkpoint`` and its name (a training checkpoint names its own model,
     otherwise ``--model``); ``kwargs`` go to the model builder. Raises ValueError naming what to change."""
-    from models import get_model, load_checked
+    from models import check_architecture, get_model, load_checked
     from utils.checkpoint import load_checkpoint, model_state_from_checkpoint
 
     source = getattr(args, "checkpoint", None) or args.weights or f"--model {args.model}"
@@ -211,6 +211,7 @@ def load_model_from_args(args: argparse.Namespace, **kwargs: Any) -> tuple[nn.Mo
         if getattr(args, "checkpoint", None) is not None:
             state, name = model_state_from_checkpoint(load_checkpoint(args.checkpoint))
             name = name or args.model
+            check_architecture(name, state, f"--checkpoint {args.checkpoint}")
             model = get_model(name, **kwargs)
             load_checked(model, state, f"--checkpoint {args.checkpoint}")
             return model, name
