@@ -59,6 +59,8 @@ def test_onnx_graph_signature_and_metadata(static_onnx, eager):
     float32 = onnx.TensorProto.FLOAT
     assert signature(proto.graph.input) == [("left", float32, [1, 3, 64, 96]), ("right", float32, [1, 3, 64, 96])]
     assert signature(proto.graph.output) == [("disparity", float32, [1, 1, 64, 96])]
+    operators = {node.op_type for node in proto.graph.node}
+    assert "GridSample" not in operators and "Gather" in operators  # lowered to row gathers (slow ORT kernel)
     loaded = deploy.load_exported(static_onnx)
     assert loaded.metadata["iterations"] == 2 and loaded.metadata["size_divisor"] == 16
     assert loaded.static_size == (64, 96) and loaded.input_dtype == torch.float32
@@ -66,6 +68,17 @@ def test_onnx_graph_signature_and_metadata(static_onnx, eager):
     with torch.no_grad():
         expected = cascade_inference(eager, left, right, 2, 1)[:, :1]
     torch.testing.assert_close(loaded(left, right), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (2, 4, 1, 9)])
+def test_gather_grid_sample_equals_grid_sample(shape):
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(*shape, generator=generator)
+    grid = torch.rand(2, 4, 6, 2, generator=generator) * 2.6 - 1.3  # a third of the points outside the image
+    grid[0, 0, :3] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 1.0]])  # corners and edges exactly
+    expected = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    assert expected.abs().amax() > 0 and (expected == 0).any()
+    torch.testing.assert_close(deploy.gather_grid_sample(image, grid), expected, atol=1e-6, rtol=0)
 
 
 def test_a_perturbed_onnx_graph_is_caught(static_onnx, eager, tmp_path):
