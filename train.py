@@ -48,76 +48,94 @@ DATA_FLAGS = ("train_datasets", "dataset_steps", "steps_is_epochs", "batch_size"
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description="PyTorch Stereo Matching Training")
-    parser.add_argument("--name", default="crestereo", help="run name: checkpoint files and TensorBoard folder")
-    parser.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
+    run = parser.add_argument_group("run")
+    run.add_argument("--name", default="crestereo", help="run name: checkpoint files and TensorBoard folder")
+    run.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and tensorboard/ go")
     cli.add_training_data_arguments(parser)
-    parser.add_argument("--workers", default=4, type=int, help="data-loading processes per training process")
+    run.add_argument("--workers", default=4, type=int, help="data-loading processes per training process")
 
-    parser.add_argument("--test-datasets", default=["middlebury2014-train"], nargs="+",
-                        help="registry datasets with ground truth to validate on")
-    parser.add_argument("--valid-frequency", default=1000, type=int,
-                        help="validate every N steps, at the start of a new run and at the end (0: never)")
-    parser.add_argument("--eval-size", default=["384", "512"], nargs="+",
-                        help="validation resize H W, or 'native' to validate at each image's own size")
-    parser.add_argument("--eval-batch-size", default=1, type=int)
-    parser.add_argument("--padder-type", default="kitti", choices=["kitti", "sintel"])
-    parser.add_argument("--metrics", default=list(DEFAULT_METRICS), nargs="+", choices=AVAILABLE_METRICS)
+    validation = parser.add_argument_group("validation")
+    validation.add_argument("--test-datasets", default=["middlebury2014-train"], nargs="+",
+                            help="registry datasets with ground truth to validate on")
+    validation.add_argument("--valid-frequency", default=1000, type=int,
+                            help="validate every N steps, at the start of a new run and at the end (0: never)")
+    validation.add_argument("--eval-size", default=["384", "512"], nargs="+",
+                            help="validation resize H W, or 'native' to validate at each image's own size")
+    validation.add_argument("--eval-batch-size", default=1, type=int,
+                            help="validation batch size (1: per-image averages)")
+    validation.add_argument("--padder-type", default="kitti", choices=["kitti", "sintel"],
+                            help="where padding to the size divisor goes (kitti: bottom, centred horizontally)")
+    validation.add_argument("--metrics", default=list(DEFAULT_METRICS), nargs="+", choices=AVAILABLE_METRICS,
+                            help="validation metrics, in order")
 
     model = cli.add_model_arguments(parser, checkpoint=False)
     model.add_argument(*cli.ITERATIONS_FLAGS, dest="n_iterations", default=10, type=int,
                        help="refinement iterations (num_iters) in training and validation")
-    parser.add_argument("--freeze-batch-norm", action="store_true", help="keep BatchNorm layers in eval mode")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="recompute refinement iterations in the backward pass (less memory, more time)")
+    model.add_argument("--freeze-batch-norm", action="store_true", help="keep BatchNorm layers in eval mode")
+    model.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    model.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute refinement iterations in the backward pass (less memory, more time)")
 
-    parser.add_argument("--gamma", default=None, type=float, help="sequence-loss weight decay over predictions "
-                        "(default: the model's own, model.loss_gamma: 0.8 for CREStereo, 0.9 for RAFT-Stereo)")
-    parser.add_argument("--loss-average", default=LossConfig.average, choices=LOSS_AVERAGES,
-                        help="average the L1 over valid pixels, or over all pixels like torchvision's reference "
-                        "train.py")
-    parser.add_argument("--flow-loss-weight", default=LossConfig.flow_loss_weight, type=float)
-    parser.add_argument("--flow-loss-exclude-large", action="store_true",
-                        help="exclude ground truth >= --max-disparity from the sequence loss")
-    parser.add_argument("--consistency-weight", default=LossConfig.consistency_weight, type=float)
-    parser.add_argument("--consistency-resize-factor", default=LossConfig.consistency_resize_factor, type=float)
-    parser.add_argument("--psnr-weight", default=LossConfig.psnr_weight, type=float)
-    parser.add_argument("--smoothness-weight", default=LossConfig.smoothness_weight, type=float)
-    parser.add_argument("--photometric-weight", default=LossConfig.photometric_weight, type=float)
-    parser.add_argument("--photometric-max-displacement-ratio", default=LossConfig.photometric_max_displacement_ratio,
-                        type=float)
-    parser.add_argument("--photometric-ssim-weight", default=LossConfig.photometric_ssim_weight, type=float)
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--gamma", default=None, type=float, help="sequence-loss weight decay over predictions "
+                      "(default: the model's own, model.loss_gamma: 0.8 for CREStereo, 0.9 for RAFT-Stereo)")
+    loss.add_argument("--loss-average", default=LossConfig.average, choices=LOSS_AVERAGES,
+                      help="average the L1 over valid pixels, or over all pixels like torchvision's reference "
+                      "train.py")
+    loss.add_argument("--flow-loss-weight", default=LossConfig.flow_loss_weight, type=float,
+                      help="weight of the sequence loss")
+    loss.add_argument("--flow-loss-exclude-large", action="store_true",
+                      help="exclude ground truth >= --max-disparity from the sequence loss")
+    loss.add_argument("--consistency-weight", default=LossConfig.consistency_weight, type=float,
+                      help="weight of the consistency term between successive predictions (0: off)")
+    loss.add_argument("--consistency-resize-factor", default=LossConfig.consistency_resize_factor, type=float,
+                      help="resolution factor the consistency term is computed at")
+    loss.add_argument("--psnr-weight", default=LossConfig.psnr_weight, type=float,
+                      help="weight of the PSNR term of the right image warped to the left (0: off)")
+    loss.add_argument("--smoothness-weight", default=LossConfig.smoothness_weight, type=float,
+                      help="weight of the edge-aware smoothness term (0: off)")
+    loss.add_argument("--photometric-weight", default=LossConfig.photometric_weight, type=float,
+                      help="weight of the photometric (SSIM + L1) term of the warped right image (0: off)")
+    loss.add_argument("--photometric-max-displacement-ratio", default=LossConfig.photometric_max_displacement_ratio,
+                      type=float, help="pixels whose disparity exceeds this fraction of the width are left out")
+    loss.add_argument("--photometric-ssim-weight", default=LossConfig.photometric_ssim_weight, type=float,
+                      help="share of SSIM in the photometric term (the rest is L1)")
 
-    parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    parser.add_argument("--lr", default=LRSchedule.lr, type=float)
-    parser.add_argument("--weight-decay", default=0.0, type=float)
-    parser.add_argument("--clip-grad-norm", default=0.0, type=float, help="max gradient norm (0: no clipping)")
-    parser.add_argument("--min-lr", default=LRSchedule.min_lr, type=float, help="learning rate of the last step")
-    parser.add_argument("--warmup-steps", default=LRSchedule.warmup_steps, type=int)
-    parser.add_argument("--decay-after-steps", default=LRSchedule.decay_after_steps, type=int,
-                        help="step where the decay starts")
-    parser.add_argument("--lr-warmup-method", default=LRSchedule.warmup_method, choices=WARMUP_METHODS)
-    parser.add_argument("--lr-warmup-factor", default=LRSchedule.warmup_factor, type=float,
-                        help="warmup start (linear) or level (constant), times --lr")
-    parser.add_argument("--lr-decay-method", default=LRSchedule.decay_method, choices=DECAY_METHODS)
-    parser.add_argument("--max-nonfinite-steps", default=20, type=int,
-                        help="stop (with a checkpoint) after this many consecutive non-finite steps")
+    optimization = parser.add_argument_group("optimizer and learning-rate schedule")
+    optimization.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
+                              help="sgd uses momentum 0.9")
+    optimization.add_argument("--lr", default=LRSchedule.lr, type=float, help="learning rate after warmup")
+    optimization.add_argument("--weight-decay", default=0.0, type=float, help="optimizer weight decay")
+    optimization.add_argument("--clip-grad-norm", default=0.0, type=float, help="max gradient norm (0: no clipping)")
+    optimization.add_argument("--min-lr", default=LRSchedule.min_lr, type=float, help="learning rate of the last step")
+    optimization.add_argument("--warmup-steps", default=LRSchedule.warmup_steps, type=int, help="length of the warmup")
+    optimization.add_argument("--decay-after-steps", default=LRSchedule.decay_after_steps, type=int,
+                              help="step where the decay starts")
+    optimization.add_argument("--lr-warmup-method", default=LRSchedule.warmup_method, choices=WARMUP_METHODS,
+                              help="warmup shape")
+    optimization.add_argument("--lr-warmup-factor", default=LRSchedule.warmup_factor, type=float,
+                              help="warmup start (linear) or level (constant), times --lr")
+    optimization.add_argument("--lr-decay-method", default=LRSchedule.decay_method, choices=DECAY_METHODS,
+                              help="decay shape, from --lr at --decay-after-steps to --min-lr at the last step")
+    optimization.add_argument("--max-nonfinite-steps", default=20, type=int,
+                              help="stop (with a checkpoint) after this many consecutive non-finite steps")
 
-    parser.add_argument("--tensorboard-summaries", action="store_true")
-    parser.add_argument("--tensorboard-log-frequency", default=100, type=int, help="image grids every N steps")
-    parser.add_argument("--print-frequency", default=10, type=int, help="console line (and scalars) every N steps")
-    parser.add_argument("--save-frequency", default=1000, type=int)
-    parser.add_argument("--save-timeout", default=600.0, type=float,
+    output = parser.add_argument_group("logging, checkpoints and resuming")
+    output.add_argument("--tensorboard-summaries", action="store_true", help="write TensorBoard scalars and images")
+    output.add_argument("--tensorboard-log-frequency", default=100, type=int, help="image grids every N steps")
+    output.add_argument("--print-frequency", default=10, type=int, help="console line (and scalars) every N steps")
+    output.add_argument("--save-frequency", default=1000, type=int, help="checkpoint every N steps (and at the end)")
+    output.add_argument("--save-timeout", default=600.0, type=float,
                         help="seconds the other ranks wait for rank 0's checkpoint when a signal stops the run")
-    parser.add_argument("--keep-last", default=None, type=int, metavar="N",
+    output.add_argument("--keep-last", default=None, type=int, metavar="N",
                         help="keep only the N newest {name}_{step}.pth files (default: all)")
-    parser.add_argument("--best-metric", default=None, choices=AVAILABLE_METRICS,
+    output.add_argument("--best-metric", default=None, choices=AVAILABLE_METRICS,
                         help="keep {name}_best.pth, the checkpoint with the best validation value of this metric on "
                         "the first --test-datasets (lower is better; higher for 1px, 3px, 5px, fl-all)")
     cli.add_runtime_arguments(parser, device="auto", dtype="float32", mixed_precision="float16")
-    parser.add_argument("--resume-path", "--resume", default=None,
+    output.add_argument("--resume-path", "--resume", default=None,
                         help="checkpoint or state dict to start from (--resume: torchvision's spelling)")
-    parser.add_argument("--resume-schedule", action="store_true",
+    output.add_argument("--resume-schedule", action="store_true",
                         help="with --resume-path: also restore optimizer, schedule, step and data position")
 
     not_shuffled = "the mixture is always shuffled (by --seed); an unshuffled one is not available"

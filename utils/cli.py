@@ -86,8 +86,8 @@ def add_eval_protocol_arguments(parser: argparse.ArgumentParser, *, batch_size: 
     group = parser.add_argument_group("evaluation protocol")
     group.add_argument("--eval-size", default=["384", "512"], nargs="+",
                        help="H W to resize every sample to (published protocol: 384 512), or 'native'")
-    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
-    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
+    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+", help="input normalisation mean")
+    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+", help="input normalisation std")
     group.add_argument("--use-grayscale", action="store_true", help="grayscale inputs (3 identical channels)")
     group.add_argument("--interpolation-strategy", default="bilinear", choices=INTERPOLATION_STRATEGIES,
                        help="image interpolation of the --eval-size resize")
@@ -115,29 +115,33 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> argparse._Ar
     group.add_argument("--resize-size", default=None, type=int, nargs=2,
                        help="optional fixed resize H W before cropping")
     group.add_argument("--scale-range", default=[0.6, 1.0], type=float, nargs=2, help="random rescale range")
-    group.add_argument("--rescale-prob", default=1.0, type=float)
-    group.add_argument("--scaling-type", default="linear", choices=["linear", "exponential"])
+    group.add_argument("--rescale-prob", default=1.0, type=float, help="probability of the random rescale")
+    group.add_argument("--scaling-type", default="linear", choices=["linear", "exponential"],
+                       help="scale = a uniform draw from --scale-range (linear) or 2 ** that draw (exponential)")
     group.add_argument("--flip-prob", default=0.5, type=float, help="horizontal flip (with view swap) probability")
-    group.add_argument("--vertical-flip-prob", default=0.0, type=float)
-    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+")
-    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+")
-    group.add_argument("--use-grayscale", action="store_true")
+    group.add_argument("--vertical-flip-prob", default=0.0, type=float, help="vertical flip probability (both views)")
+    group.add_argument("--norm-mean", default=[0.5, 0.5, 0.5], type=float, nargs="+", help="input normalisation mean")
+    group.add_argument("--norm-std", default=[0.5, 0.5, 0.5], type=float, nargs="+", help="input normalisation std")
+    group.add_argument("--use-grayscale", action="store_true", help="grey images (3 equal channels)")
     group.add_argument("--max-disparity", default=None, type=float, help="ground truth at or above it is invalid")
-    group.add_argument("--interpolation-strategy", default="bilinear", choices=INTERPOLATION_STRATEGIES)
-    group.add_argument("--spatial-shift-prob", default=1.0, type=float)
+    group.add_argument("--interpolation-strategy", default="bilinear", choices=INTERPOLATION_STRATEGIES,
+                       help="image resampling (mixed: bilinear or bicubic at random)")
+    group.add_argument("--spatial-shift-prob", default=1.0, type=float,
+                       help="probability of the small rotation and shift of the right view")
     group.add_argument("--spatial-shift-max-angle", default=0.1, type=float, help="degrees")
     group.add_argument("--spatial-shift-max-displacement", default=2.0, type=float, help="pixels")
-    group.add_argument("--gamma-range", default=[0.8, 1.2], type=float, nargs=2)
-    group.add_argument("--brightness-range", default=[0.8, 1.2], type=float, nargs="+")
-    group.add_argument("--contrast-range", default=[0.8, 1.2], type=float, nargs="+")
-    group.add_argument("--saturation-range", default=[0.0], type=float, nargs="+")
-    group.add_argument("--hue-range", default=[0.0], type=float, nargs="+")
-    group.add_argument("--asymmetric-jitter-prob", default=1.0, type=float)
+    group.add_argument("--gamma-range", default=[0.8, 1.2], type=float, nargs=2, help="gamma adjustment range")
+    group.add_argument("--brightness-range", default=[0.8, 1.2], type=float, nargs="+", help="colour jitter")
+    group.add_argument("--contrast-range", default=[0.8, 1.2], type=float, nargs="+", help="colour jitter: contrast")
+    group.add_argument("--saturation-range", default=[0.0], type=float, nargs="+", help="colour jitter: saturation")
+    group.add_argument("--hue-range", default=[0.0], type=float, nargs="+", help="colour jitter: hue")
+    group.add_argument("--asymmetric-jitter-prob", default=1.0, type=float,
+                       help="probability of different colour changes per view")
     group.add_argument("--occlusion-prob", default=0.5, type=float, help="right-image occlusion probability")
-    group.add_argument("--occlusion-px-range", default=[50, 100], type=int, nargs=2)
-    group.add_argument("--erase-prob", default=0.0, type=float)
-    group.add_argument("--erase-px-range", default=[50, 100], type=int, nargs=2)
-    group.add_argument("--erase-num-repeats", default=1, type=int)
+    group.add_argument("--occlusion-px-range", default=[50, 100], type=int, nargs=2, help="occlusion side, px")
+    group.add_argument("--erase-prob", default=0.0, type=float, help="random erasing probability (right view)")
+    group.add_argument("--erase-px-range", default=[50, 100], type=int, nargs=2, help="erased box side, pixels")
+    group.add_argument("--erase-num-repeats", default=1, type=int, help="boxes erased per sample")
     return group
 
 
