@@ -328,7 +328,7 @@ class RaftStereo(nn.Module):
             args = (pyramid, coords0, coords1.detach(), hidden, gates, return_all or it == num_iters - 1)
             if checkpointed:
                 # Full recomputation: keeping the convolution outputs (selective checkpointing, as in CREStereo)
-                # would keep about 140 MiB more in realtime, above 0.7x the reference's peak.
+                # would keep about 140 MiB more in realtime, above 0.7x the peak of torchvision's prototype.
                 with _uncached_autocast(left.device.type):
                     hidden, coords1, upsampled = checkpoint(self._iteration, *args, use_reentrant=False)
             else:
