@@ -35,11 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import presets
 import transforms as T
 from models import get_model
-from utils.deploy import DeployableStereo, export_program, load_exported, require_onnx, save_onnx, save_pt2
+from utils.deploy import (
+    DeployableStereo, export_program, load_exported, onnx_operator_times, require_onnx, save_onnx, save_pt2,
+)
 from utils import cli
 from utils.distributed import resolve_device
 from utils.losses import sequence_loss
-from utils.timing import conv_peak, measure
+from utils.timing import conv_peak, measure, operator_times
 
 BACKENDS = ("eager", "onnxruntime", "torch.export")
 
@@ -140,12 +142,18 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
                 row["cpu_reference_s_here"] = ref["gflop"] / (ref["efficiency"] * cpu_peak)
                 row["cpu_speedup_vs_reference"] = row["cpu_reference_s_here"] / result["cpu_median_s"]
+            if args.profile:
+                row["operators"] = operator_times(call)
             rows.append(row)
             print_row(row)
+            if args.profile:
+                print_operators("eager", row["operators"], args.profile)
             if task == "eval":
                 for backend in deployed:
                     rows.append(deployed_row(backend, model, left, right, args, row))
                     print_deployed_row(rows[-1])
+                    if "operators" in rows[-1]:
+                        print_operators(backend, rows[-1]["operators"], args.profile)
     return rows
 
 
@@ -158,13 +166,23 @@ def deployed_row(backend: str, model: torch.nn.Module, left, right, args: argpar
         path = Path(folder) / ("model.onnx" if backend == "onnxruntime" else "model.pt2")
         (save_onnx if backend == "onnxruntime" else save_pt2)(program, path, {"model": args.model})
         exported = load_exported(path, torch.get_num_threads())
+        operators = None
+        if args.profile and backend == "onnxruntime":
+            operators = onnx_operator_times(path, left, right, torch.get_num_threads())
     result = measure(lambda: exported(left, right), torch.device("cpu"), args.runs)
     with torch.no_grad():
         diff = (exported(left, right) - module(left, right)).abs().max().item()
     return {"task": "eval", "backend": backend, "threads": torch.get_num_threads(), "batch": args.batch_size,
             "size": eager["size"], "iters": args.n_iterations, **result, "max_abs_diff_px": diff,
             "eager_median_s": eager["median_s"], "speedup_vs_eager": eager["median_s"] / result["median_s"],
-            "cpu_speedup_vs_eager": eager["cpu_median_s"] / result["cpu_median_s"]}
+            "cpu_speedup_vs_eager": eager["cpu_median_s"] / result["cpu_median_s"],
+            **({"operators": operators} if operators is not None else {})}
+
+
+def print_operators(name: str, operators: list[dict], top: int) -> None:
+    """The ``top`` operators of a profile, one line each."""
+    for row in operators[:top]:
+        print(f"    {name} {row['op']:<32} {row['seconds']:8.3f} s {100 * row['share']:5.1f} %  x{row['count']}")
 
 
 def print_deployed_row(row: dict) -> None:
@@ -501,6 +519,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
     model.add_argument("--backend", nargs="+", choices=BACKENDS, default=["eager"],
                        help="also time the eval forward exported to ONNX Runtime / torch.export, in the same process")
+    model.add_argument("--profile", type=int, default=0, metavar="N",
+                       help="also print the N costliest operators of one call: torch.profiler for eager, ONNX "
+                       "Runtime's profiler for --backend onnxruntime (0: off)")
     cli.add_runtime_arguments(model)
     model.add_argument("--json", default=None, help="write the results to this JSON file")
     add_data_parser(modes)

@@ -50,9 +50,16 @@ def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
 
 def test_model_mode_times_onnxruntime_and_torch_export_next_to_eager(tmp_path):
     report = run(["model", "--tasks", "eval", "--size", "32", "32", "--iters", "2", "--runs", "1", "--device", "cpu",
-                  "--backend", "eager", "onnxruntime", "torch.export", "--json", str(tmp_path / "model.json")])
+                  "--backend", "eager", "onnxruntime", "torch.export", "--profile", "5",
+                  "--json", str(tmp_path / "model.json")])
     eager, *deployed = report["results"]
     assert [row["backend"] for row in deployed] == ["onnxruntime", "torch.export"]
+    for operators in (eager["operators"], deployed[0]["operators"]):
+        assert any("conv" in row["op"].lower() for row in operators[:3])
+        assert sum(row["share"] for row in operators) == pytest.approx(1.0)
+        assert all(row["seconds"] > 0 and row["count"] >= 1 for row in operators)
+    assert "GridSample" not in [row["op"] for row in deployed[0]["operators"]]
+    assert "operators" not in deployed[1]
     for row in deployed:
         assert row["size"] == [32, 32] and row["median_s"] > 0 and row["max_abs_diff_px"] < 1e-4
         assert row["speedup_vs_eager"] == pytest.approx(eager["median_s"] / row["median_s"])

@@ -15,6 +15,7 @@ API:
   ``save_onnx`` lowers every ``grid_sample`` of the graph to it, because ONNX Runtime's CPU ``GridSample`` kernel
   is about 5x slower than PyTorch's (16 % of an ORT forward of crestereo_base at 384x512, against 3 % in eager).
 - ``compare(exported, reference, inputs, atol)``: max absolute difference and runtimes, per named input.
+- ``onnx_operator_times(path, left, right)``: ONNX Runtime's profile of one forward, per operator type.
 
 ONNX needs the optional packages ``onnx``, ``onnxscript`` and ``onnxruntime`` (requirements-dev.txt); they are
 imported only when an ONNX file is written or run, and ``require_onnx()`` names what is missing.
@@ -24,7 +25,9 @@ import importlib
 import json
 import re
 import statistics
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,14 +179,38 @@ class ExportedStereo:
         return self.run(left, right)
 
 
-def _onnx_session(path: str | Path, threads: int | None):
+def _onnx_session(path: str | Path, threads: int | None, profile_prefix: str | None = None):
     require_onnx()
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_operator_times(path: str | Path, left: Tensor, right: Tensor, threads: int | None = None) -> list[dict]:
+    """Where an ONNX Runtime forward spends its time: kernel time per operator type of one run after a warm-up,
+    from ORT's own profiler, largest first (``op``, ``seconds``, ``share`` of all kernel time, ``count``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        session = _onnx_session(path, threads, profile_prefix=str(Path(folder) / "ort"))
+        feeds = {"left": left.contiguous().numpy(), "right": right.contiguous().numpy()}
+        for _ in range(2):
+            session.run(["disparity"], feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    last = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][-1]
+    seconds, counts = Counter(), Counter()
+    for event in events:
+        inside = last["ts"] <= event.get("ts", -1) <= last["ts"] + last["dur"]
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and inside:
+            op = event.get("args", {}).get("op_name", "?")
+            seconds[op] += event["dur"] / 1e6
+            counts[op] += 1
+    total = sum(seconds.values()) or 1.0
+    return [{"op": op, "seconds": t, "share": t / total, "count": counts[op]} for op, t in seconds.most_common()]
 
 
 def load_exported(path: str | Path, threads: int | None = None) -> ExportedStereo:

@@ -69,3 +69,15 @@ def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[floa
     with torch.no_grad():
         result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
     return gflop / result["median_s"], gflop / result["cpu_median_s"]
+
+
+def operator_times(fn: Callable[[], object]) -> list[dict]:
+    """Where an eager call spends its time: self CPU time per aten operator of one call (``torch.profiler``),
+    largest first (``op``, ``seconds``, ``share``, ``count``), the counterpart of
+    ``utils.deploy.onnx_operator_times``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        fn()
+    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{"op": e.key, "seconds": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
+             "count": e.count} for e in events if e.self_cpu_time_total > 0]
