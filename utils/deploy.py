@@ -38,9 +38,10 @@ from torch._decomp import decomposition_table
 from torch.export import Dim, ExportedProgram
 
 from utils.evaluation import cascade_inference, size_divisor
+from utils.timing import operator_rows
 
 FORMATS = ("onnx", "pt2")
-ONNX_OPSET = 18  # grid_sample needs 16; 18 is the exporter's default
+ONNX_OPSET = 18  # the exporter's default; grid_sample is exported as gathers (no GridSample, opset 16)
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 METADATA_FILE = "stereo_metadata.json"  # inside a .pt2 archive
 MEAN = STD = 0.5  # the eval preset's normalisation: (x / 255 - 0.5) / 0.5
@@ -194,7 +195,7 @@ def _onnx_session(path: str | Path, threads: int | None, profile_prefix: str | N
 
 def onnx_operator_times(path: str | Path, left: Tensor, right: Tensor, threads: int | None = None) -> list[dict]:
     """Where an ONNX Runtime forward spends its time: kernel time per operator type of one run after a warm-up,
-    from ORT's own profiler, largest first (``op``, ``seconds``, ``share`` of all kernel time, ``count``)."""
+    from ORT's own profiler, as ``utils.timing.operator_rows`` (share of all kernel time)."""
     with tempfile.TemporaryDirectory() as folder:
         session = _onnx_session(path, threads, profile_prefix=str(Path(folder) / "ort"))
         feeds = {"left": left.contiguous().numpy(), "right": right.contiguous().numpy()}
@@ -209,8 +210,7 @@ def onnx_operator_times(path: str | Path, left: Tensor, right: Tensor, threads: 
             op = event.get("args", {}).get("op_name", "?")
             seconds[op] += event["dur"] / 1e6
             counts[op] += 1
-    total = sum(seconds.values()) or 1.0
-    return [{"op": op, "seconds": t, "share": t / total, "count": counts[op]} for op, t in seconds.most_common()]
+    return operator_rows(seconds, counts)
 
 
 def load_exported(path: str | Path, threads: int | None = None) -> ExportedStereo:

@@ -71,13 +71,17 @@ def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[floa
     return gflop / result["median_s"], gflop / result["cpu_median_s"]
 
 
+def operator_rows(seconds: dict[str, float], counts: dict[str, int]) -> list[dict]:
+    """Profile rows, largest first: ``op``, ``seconds``, ``share`` of the total, ``count`` (calls)."""
+    total = sum(seconds.values()) or 1.0
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    return [{"op": op, "seconds": t, "share": t / total, "count": counts[op]} for op, t in ranked]
+
+
 def operator_times(fn: Callable[[], object]) -> list[dict]:
     """Where an eager call spends its time: self CPU time per aten operator of one call (``torch.profiler``),
-    largest first (``op``, ``seconds``, ``share``, ``count``), the counterpart of
-    ``utils.deploy.onnx_operator_times``."""
+    as `operator_rows`; the counterpart of ``utils.deploy.onnx_operator_times``."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         fn()
-    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [{"op": e.key, "seconds": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
-             "count": e.count} for e in events if e.self_cpu_time_total > 0]
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    return operator_rows({e.key: e.self_cpu_time_total / 1e6 for e in events}, {e.key: e.count for e in events})
