@@ -72,7 +72,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if min(args.height, args.width, args.batch, args.iterations, args.cascades, args.runs) < 1:
         parser.error("--height, --width, --batch, --iterations, --cascades and --runs must be at least 1")
     if args.format == "onnx" and args.opset < 17:
-        parser.error(f"--opset {args.opset} is too old: give 17 or newer (grid_sample needs 16)")
+        parser.error(f"--opset {args.opset} is too old: give 17 or newer")
     if args.atol < 0:
         parser.error("--atol must be non-negative")
     if args.format == "onnx":
