@@ -41,25 +41,29 @@ from utils.deploy import (
 from utils import cli
 from utils.distributed import resolve_device
 from utils.losses import sequence_loss
-from utils.timing import conv_peak, measure, operator_times
+from utils.timing import conv_peak_meter, measure, operator_times
 
 BACKENDS = ("eager", "onnxruntime", "torch.export")
+# Training steps timed per --checkpointing choice: without and with activation checkpointing.
+CHECKPOINTING = {"both": [False, True], "off": [False], "only": [True]}
 
-# torchvision's prototype CREStereo and RAFT-Stereo on a CPU of this kind, 2 threads, float32, 1x3x384x512,
-# 10 iterations: work per call and the fraction of the (1, 5)-conv peak they reached, as the README's "Speed and
-# memory" (CREStereo) and "RAFT-Stereo" sections give them. RAFT-Stereo's times (base 3.73 s / 12.31 s, realtime
-# 0.87 s / 2.40 s) are read over the 313 GFLOP/s float32 peak of the CREStereo measurement's machine -- an
-# assumption: no peak was measured next to them (realtime training then ran above the (1, 5) peak: 3x3
-# convolutions of 128 channels run faster than the yardstick).
-_CRESTEREO = {"eval": {"gflop": 925.0, "efficiency": 0.72}, "train": {"gflop": 2769.0, "efficiency": 0.78}}
-_RAFT_STEREO_BASE = {"eval": {"gflop": 999.5, "efficiency": 0.856}, "train": {"gflop": 2985.9, "efficiency": 0.775}}
+# torchvision's prototype CREStereo and RAFT-Stereo on a 2-vCPU AMD EPYC machine of the kind of the development
+# machine, 2 threads, float32, 1x3x384x512, 10 iterations: their measured time per call (`s`), work per call and
+# the fraction of the (1, 5)-conv peak they reached, as the README's "Speed and memory" (CREStereo) and
+# "RAFT-Stereo" sections give them. RAFT-Stereo's efficiencies are its times read over the 313 GFLOP/s float32
+# peak of the CREStereo measurement's machine -- an assumption: no peak was measured next to them (realtime
+# training then ran above the (1, 5) peak: 3x3 convolutions of 128 channels run faster than the yardstick).
+_CRESTEREO = {"eval": {"s": 4.09, "gflop": 925.0, "efficiency": 0.72},
+              "train": {"s": 11.3, "gflop": 2769.0, "efficiency": 0.78}}
+_RAFT_STEREO_BASE = {"eval": {"s": 3.73, "gflop": 999.5, "efficiency": 0.856},
+                     "train": {"s": 12.31, "gflop": 2985.9, "efficiency": 0.775}}
 REFERENCE = {
     "crestereo_base": _CRESTEREO,
     "raft_stereo_base": _RAFT_STEREO_BASE,
     "raft_stereo": _RAFT_STEREO_BASE,
     "raft_stereo_realtime": {
-        "eval": {"gflop": 266.3, "efficiency": 0.978},
-        "train": {"gflop": 795.7, "efficiency": 1.059},
+        "eval": {"s": 0.87, "gflop": 266.3, "efficiency": 0.978},
+        "train": {"s": 2.40, "gflop": 795.7, "efficiency": 1.059},
     },
 }
 
@@ -80,7 +84,7 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
     disparity = torch.rand(args.batch_size, 1, h, w, device=device) * 32
     rows = []
     for task in args.tasks:
-        for checkpointing in ([False, True] if task == "train" else [False]):
+        for checkpointing in (CHECKPOINTING[args.checkpointing] if task == "train" else [False]):
             model = get_model(args.model, activation_checkpointing=checkpointing).to(device)
             forward = torch.compile(model) if args.compile else model
             if task == "eval":
@@ -101,6 +105,7 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
             # The warm-up call counts the work (convolutions and matrix products); a compiled model is counted
             # uncompiled, in float32, since the counter does not see inside compiled graphs.
             counter = FlopCounterMode(display=False)
+            yardstick = conv_peak_meter(device, dtype)
 
             def warm_up():
                 if not args.compile:
@@ -111,9 +116,12 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                     model_call(model, task, left, right, disparity, args.n_iterations)
                 call()
 
-            peak, cpu_peak = conv_peak(device, dtype, args.runs)  # next to each task: the machine may be shared
-            result = measure(call, device, args.runs, warm_up)
+            # The yardstick is read right before every timed call and each time is read against its own
+            # reading: the machine's speed drifts by tens of percent within minutes when it is shared.
+            result = measure(call, device, args.runs, warm_up, yardstick)
             gflop = counter.get_total_flops() / 1e9
+            times, peaks = result.pop("times"), result.pop("peaks")
+            cpu_times, cpu_peaks = result.pop("cpu_times"), result.pop("cpu_peaks")
             row = {
                 "task": task,
                 "checkpointing": checkpointing,
@@ -127,21 +135,24 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 **result,
                 "gflop": gflop,
                 "gflop_per_s": gflop / result["median_s"],
-                "conv_peak_gflop_per_s": peak,
-                "fraction_of_peak": gflop / result["median_s"] / peak,
+                "conv_peak_gflop_per_s": statistics.median(peaks),
+                "fraction_of_peak": statistics.median(gflop / t / p for t, p in zip(times, peaks)),
             }
             if device.type == "cpu":
                 # CPU time is robust to other processes on a shared machine (with one thread: no spinning).
                 row["cpu_gflop_per_s"] = gflop / result["cpu_median_s"]
-                row["cpu_conv_peak_gflop_per_s"] = cpu_peak
-                row["cpu_fraction_of_peak"] = row["cpu_gflop_per_s"] / cpu_peak
+                row["cpu_conv_peak_gflop_per_s"] = statistics.median(cpu_peaks)
+                row["cpu_fraction_of_peak"] = statistics.median(gflop / t / p for t, p in zip(cpu_times, cpu_peaks))
             at_reference_size = args.batch_size == 1 and (h, w) == (384, 512) and args.n_iterations == 10
             if device.type == "cpu" and at_reference_size and args.model in REFERENCE:
                 ref = REFERENCE[args.model][task]
-                row["reference_s_here"] = ref["gflop"] / (ref["efficiency"] * peak)
-                row["speedup_vs_reference"] = row["reference_s_here"] / result["median_s"]
-                row["cpu_reference_s_here"] = ref["gflop"] / (ref["efficiency"] * cpu_peak)
-                row["cpu_speedup_vs_reference"] = row["cpu_reference_s_here"] / result["cpu_median_s"]
+                here = [ref["gflop"] / (ref["efficiency"] * p) for p in peaks]
+                row["reference_s"] = ref["s"]
+                row["reference_s_here"] = statistics.median(here)
+                row["speedup_vs_reference"] = statistics.median(r / t for r, t in zip(here, times))
+                cpu_here = [ref["gflop"] / (ref["efficiency"] * p) for p in cpu_peaks]
+                row["cpu_reference_s_here"] = statistics.median(cpu_here)
+                row["cpu_speedup_vs_reference"] = statistics.median(r / t for r, t in zip(cpu_here, cpu_times))
             if args.profile:
                 row["operators"] = operator_times(call)
             rows.append(row)
@@ -211,7 +222,8 @@ def print_row(row: dict) -> None:
         f"({100 * row['fraction_of_peak']:3.0f} %)  mem {row['peak_memory_gb']:5.2f} GB"
     )
     if "speedup_vs_reference" in row:
-        line += f"  reference here {row['reference_s_here']:.2f} s -> {row['speedup_vs_reference']:.2f}x"
+        line += (f"  reference here {row['reference_s_here']:.2f} s -> {row['speedup_vs_reference']:.2f}x; "
+                 f"{row['median_s'] / row['reference_s']:.2f}x the reference's {row['reference_s']:.2f} s")
     if "cpu_fraction_of_peak" in row:
         line += f"\n{'':<30}cpu time {row['cpu_median_s']:7.3f} s  {row['cpu_gflop_per_s']:6.1f} GFLOP/s  peak "
         line += f"{row['cpu_conv_peak_gflop_per_s']:6.1f} ({100 * row['cpu_fraction_of_peak']:3.0f} %)"
@@ -512,6 +524,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = modes.add_parser("model", help="network eval forward and training step")
     model.add_argument("--model", default="crestereo_base")
     model.add_argument("--tasks", nargs="+", choices=["eval", "train"], default=["eval", "train"])
+    model.add_argument("--checkpointing", choices=list(CHECKPOINTING), default="both",
+                       help="training steps without and with activation checkpointing (both), or one of them; "
+                       "'only' gives the checkpointed step's peak memory in a process of its own")
     model.add_argument("--size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"))
     model.add_argument(*cli.BATCH_SIZE_FLAGS, dest="batch_size", type=int, default=1)
     cli.add_iteration_arguments(model, iterations=10)

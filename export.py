@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models import get_model, list_models
+from utils.cpu_memory import keep_freed_memory
 from utils.deploy import (
     FORMATS,
     MEAN,
@@ -197,4 +198,5 @@ if __name__ == "__main__":
     parser = get_args_parser()
     arguments = parser.parse_args()
     check_args(arguments, parser)
+    keep_freed_memory()
     sys.exit(main(arguments, parser))

@@ -1,5 +1,6 @@
 """Shared test set-up: one intra-op thread per test, so that results and run time do not depend on how busy the
-machine is; the one way to find the reference data (``reference_file``).
+machine is; freed CPU memory kept for reuse, as the entry scripts do (``utils.cpu_memory``); the one way to find
+the reference data (``reference_file``).
 
 Two OpenMP threads competing with another process for two cores run small tensor operations many times slower
 than one thread; the tests use small tensors throughout, where a second thread gains little. Code under test that
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.cpu_memory import keep_freed_memory
+
 REPOSITORY = Path(__file__).resolve().parents[1]
+keep_freed_memory()
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,16 @@ def test_model_mode_runs_at_a_tiny_size_on_cpu(tmp_path):
     assert (row["iters"], row["batch"], row["dtype"]) == (2, 1, "float32")
 
 
+@pytest.mark.parametrize("choice, expected", [("only", [True]), ("off", [False])])
+def test_model_mode_times_the_training_steps_that_checkpointing_selects(choice, expected, tmp_path):
+    report = run(["model", "--model", "raft_stereo_realtime", "--tasks", "train", "--checkpointing", choice,
+                  "--size", "64", "128", "--iters", "1", "--runs", "1", "--device", "cpu",
+                  "--json", str(tmp_path / "model.json")])
+    rows = report["results"]
+    assert [r["checkpointing"] for r in rows] == expected and all(r["task"] == "train" for r in rows)
+    assert all(r["gflop"] > 0 and r["peak_memory_gb"] > 0 for r in rows)
+
+
 def test_model_mode_times_onnxruntime_and_torch_export_next_to_eager(tmp_path):
     report = run(["model", "--tasks", "eval", "--size", "32", "32", "--iters", "2", "--runs", "1", "--device", "cpu",
                   "--backend", "eager", "onnxruntime", "torch.export", "--profile", "5",

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.cpu_memory import keep_freed_memory
+
 ITERATIONS_FLAGS = ("--n-iterations", "--n_iterations", "--recurrent-updates", "--iters")
 CASCADES_FLAGS = ("--n-cascades", "--n_cascades")
 BATCH_SIZE_FLAGS = ("--batch-size", "--batch")
@@ -254,7 +256,9 @@ def run(
     check: Callable[[argparse.Namespace], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> Any:
-    """Parse and check the arguments and call ``main(args)``; a ValueError anywhere becomes ``parser.error``."""
+    """Parse and check the arguments and call ``main(args)``; a ValueError anywhere becomes ``parser.error``.
+    Freed CPU memory is kept for reuse from here on (``utils.cpu_memory``)."""
     args = parse_args(parser, check, argv)
+    keep_freed_memory()
     with reported_by(parser):
         return main(args)

@@ -37,38 +37,61 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def measure(
-    fn: Callable[[], object], device: torch.device, runs: int, warm_up: Callable[[], object] | None = None
+    fn: Callable[[], object],
+    device: torch.device,
+    runs: int,
+    warm_up: Callable[[], object] | None = None,
+    yardstick: Callable[[], tuple[float, float]] | None = None,
 ) -> dict:
     """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
-    memory of the timed calls."""
+    memory of the timed calls. With a `yardstick` (e.g. `conv_peak_meter`), it is read right before every timed
+    call, and the per-call times and readings are returned (``times``, ``cpu_times``, ``peaks``, ``cpu_peaks``)
+    so that each time can be read against the machine's speed of that moment."""
     (warm_up or fn)()
     synchronize(device)
     reset_peak_memory(device)
-    times, cpu_times = [], []
+    times, cpu_times, peaks = [], [], []
     for _ in range(runs):
+        if yardstick is not None:
+            peaks.append(yardstick())
         start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
-    return {
+    result = {
         "median_s": statistics.median(times),
         "min_s": min(times),
         "max_s": max(times),
         "cpu_median_s": statistics.median(cpu_times),
         "peak_memory_gb": peak_memory_gb(device),
     }
+    if yardstick is not None:
+        result.update(times=times, cpu_times=cpu_times, peaks=[p for p, _ in peaks], cpu_peaks=[c for _, c in peaks])
+    return result
 
 
-def conv_peak(device: torch.device, dtype: torch.dtype, runs: int) -> tuple[float, float]:
-    """GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128, the recurrent block's 1/4 shape,
-    per second of wall-clock time and per second of process CPU time."""
+def conv_peak_meter(device: torch.device, dtype: torch.dtype, calls: int = 5) -> Callable[[], tuple[float, float]]:
+    """A reading of the machine's speed: GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128,
+    the recurrent block's 1/4 shape, per second of wall-clock and of process CPU time (median of `calls`)."""
     x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
     w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
     gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
-    with torch.no_grad():
-        result = measure(lambda: F.conv2d(x, w, padding=(0, 2)), device, max(runs, 5))
-    return gflop / result["median_s"], gflop / result["cpu_median_s"]
+
+    def read() -> tuple[float, float]:
+        with torch.no_grad():
+            F.conv2d(x, w, padding=(0, 2))
+            synchronize(device)
+            times, cpu_times = [], []
+            for _ in range(calls):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                F.conv2d(x, w, padding=(0, 2))
+                synchronize(device)
+                times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
+        return gflop / statistics.median(times), gflop / statistics.median(cpu_times)
+
+    return read
 
 
 def operator_rows(seconds: dict[str, float], counts: dict[str, int]) -> list[dict]:
