@@ -102,23 +102,17 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                         predictions = forward(left, right, num_iters=args.n_iterations)
                     sequence_loss(predictions, disparity, None, model.loss_gamma, average="all").backward()
 
-            # The warm-up call counts the work (convolutions and matrix products); a compiled model is counted
-            # uncompiled, in float32, since the counter does not see inside compiled graphs.
-            counter = FlopCounterMode(display=False)
-            yardstick = conv_peak_meter(device, dtype)
-
-            def warm_up():
-                if not args.compile:
-                    with counter:
-                        call()
-                    return
-                with counter:
-                    model_call(model, task, left, right, disparity, args.n_iterations)
-                call()
-
-            # The yardstick is read right before every timed call and each time is read against its own
+            # The reading of the yardstick right before every timed call, and each time read against its own
             # reading: the machine's speed drifts by tens of percent within minutes when it is shared.
-            result = measure(call, device, args.runs, warm_up, yardstick)
+            yardstick = conv_peak_meter(device, dtype)
+            result = measure(call, device, args.runs, yardstick=yardstick)
+            # The work (convolutions and matrix products) is counted after the timed calls, on one uncompiled
+            # float32 call (the counter does not see inside compiled graphs), since the counter keeps a
+            # checkpointed step's activations: counted in the warm-up, it would raise the resident memory the
+            # timed calls start from.
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model_call(model, task, left, right, disparity, args.n_iterations)
             gflop = counter.get_total_flops() / 1e9
             times, peaks = result.pop("times"), result.pop("peaks")
             cpu_times, cpu_peaks = result.pop("cpu_times"), result.pop("cpu_peaks")
