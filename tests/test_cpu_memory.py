@@ -1,10 +1,14 @@
 """`utils.cpu_memory.keep_freed_memory`: a large tensor allocated again after being freed reuses the process's
 memory instead of being page-faulted in again (each run in a fresh interpreter, where nothing set it yet)."""
 
+import os
 import subprocess
 import sys
 
 from tests.conftest import REPOSITORY
+from utils.cpu_memory import ENVIRONMENT_SWITCH
+
+CLEAN_ENVIRONMENT = {k: v for k, v in os.environ.items() if k != ENVIRONMENT_SWITCH}
 
 # Adds 1 to a 64 MiB tensor 12 times (each result freed before the next); prints the minor page faults of the
 # last 4 (the heap settles in the first few).
@@ -24,9 +28,10 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def faults(mode: str) -> tuple[str, int]:
+def faults(mode: str, environment: dict | None = None) -> tuple[str, int]:
     out = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode], cwd=REPOSITORY, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROGRAM, mode], cwd=REPOSITORY, capture_output=True, text=True, check=True,
+        env={**CLEAN_ENVIRONMENT, **(environment or {})},
     ).stdout.split()
     return out[0], int(out[1])
 
@@ -38,6 +43,11 @@ def test_freed_tensors_are_reused_without_page_faults():
     pages = 4 * 64 * 1024 * 1024 // 4096
     assert default >= pages  # glibc's default: every allocation mapped and faulted in again
     assert kept < pages // 100
+
+
+def test_the_environment_switch_leaves_the_default():
+    applied, switched_off = faults("keep", {"STEREO_KEEP_FREED_MEMORY": "0"})
+    assert applied == "False" and switched_off >= 4 * 64 * 1024 * 1024 // 4096
 
 
 def test_cli_run_applies_it():
@@ -53,5 +63,6 @@ def test_cli_run_applies_it():
         "    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
         "cli.run(main, argparse.ArgumentParser(), argv=[])\n"
     )
-    out = subprocess.run([sys.executable, "-c", program], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", program], cwd=REPOSITORY, capture_output=True, text=True, check=True,
+                         env=CLEAN_ENVIRONMENT)
     assert int(out.stdout) < 64 * 1024 * 1024 // 4096 // 100
