@@ -2,7 +2,7 @@
 raised dynamically) back to the operating system, so each large tensor of a forward or backward pass is mapped
 again and page-faulted in, one zeroed 4 KiB page at a time. RAFT-Stereo base on 1x3x384x512 took 650,000 page
 faults per eval forward and 1.2 million per training step that way (2.5 GB and 4.8 GB zeroed by the kernel),
-about a third of its CPU time; with the blocks kept for reuse, 11,000 and 25,000. The entry scripts apply this
+about a quarter of its time; with the blocks kept for reuse, 11,000 and 25,000. The entry scripts apply this
 once at start-up (``utils.cli.run``); CUDA memory has its own caching allocator and is not affected.
 ``STEREO_KEEP_FREED_MEMORY=0`` in the environment leaves glibc's default (lower peak memory, more time)."""
 
