@@ -36,29 +36,33 @@ def peak_memory_gb(device: torch.device) -> float:
     return kb * 1024 / 1e9
 
 
+def timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process-CPU seconds of one call of `fn`, its queued device work included."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def measure(
     fn: Callable[[], object],
     device: torch.device,
     runs: int,
-    warm_up: Callable[[], object] | None = None,
     yardstick: Callable[[], tuple[float, float]] | None = None,
 ) -> dict:
-    """Median and spread of `runs` timed calls after one warm-up call (`warm_up`, default `fn`), with the peak
-    memory of the timed calls. With a `yardstick` (e.g. `conv_peak_meter`), it is read right before every timed
-    call, and the per-call times and readings are returned (``times``, ``cpu_times``, ``peaks``, ``cpu_peaks``)
-    so that each time can be read against the machine's speed of that moment."""
-    (warm_up or fn)()
+    """Median and spread of `runs` timed calls after one warm-up call, with the peak memory of the timed calls.
+    With a `yardstick` (e.g. `conv_peak_meter`), it is read right before every timed call, and the per-call
+    times and readings are returned (``times``, ``cpu_times``, ``peaks``, ``cpu_peaks``) so that each time can
+    be read against the machine's speed of that moment."""
+    fn()
     synchronize(device)
     reset_peak_memory(device)
-    times, cpu_times, peaks = [], [], []
+    peaks, calls = [], []
     for _ in range(runs):
         if yardstick is not None:
             peaks.append(yardstick())
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+        calls.append(timed_call(fn, device))
+    times, cpu_times = (list(column) for column in zip(*calls))
     result = {
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -73,22 +77,20 @@ def measure(
 
 def conv_peak_meter(device: torch.device, dtype: torch.dtype, calls: int = 5) -> Callable[[], tuple[float, float]]:
     """A reading of the machine's speed: GFLOP/s of a (1, 5) convolution 384 -> 128 channels on 1x384x96x128,
-    the recurrent block's 1/4 shape, per second of wall-clock and of process CPU time (median of `calls`)."""
+    the recurrent block's 1/4 shape, per second of wall-clock and of process CPU time (median of `calls` after
+    one untimed call)."""
     x = torch.randn(1, 384, 96, 128, device=device, dtype=dtype)
     w = torch.randn(128, 384, 1, 5, device=device, dtype=dtype)
     gflop = 2 * 128 * 384 * 5 * 96 * 128 / 1e9
 
-    def read() -> tuple[float, float]:
+    def conv() -> None:
         with torch.no_grad():
             F.conv2d(x, w, padding=(0, 2))
-            synchronize(device)
-            times, cpu_times = [], []
-            for _ in range(calls):
-                start, cpu_start = time.perf_counter(), time.process_time()
-                F.conv2d(x, w, padding=(0, 2))
-                synchronize(device)
-                times.append(time.perf_counter() - start)
-                cpu_times.append(time.process_time() - cpu_start)
+
+    def read() -> tuple[float, float]:
+        conv()
+        synchronize(device)
+        times, cpu_times = zip(*(timed_call(conv, device) for _ in range(calls)))
         return gflop / statistics.median(times), gflop / statistics.median(cpu_times)
 
     return read
