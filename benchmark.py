@@ -48,23 +48,19 @@ BACKENDS = ("eager", "onnxruntime", "torch.export")
 CHECKPOINTING = {"both": [False, True], "off": [False], "only": [True]}
 
 # torchvision's prototype CREStereo and RAFT-Stereo on a 2-vCPU AMD EPYC machine of the kind of the development
-# machine, 2 threads, float32, 1x3x384x512, 10 iterations: their measured time per call (`s`), work per call and
-# the fraction of the (1, 5)-conv peak they reached, as the README's "Speed and memory" (CREStereo) and
-# "RAFT-Stereo" sections give them. RAFT-Stereo's efficiencies are its times read over the 313 GFLOP/s float32
-# peak of the CREStereo measurement's machine -- an assumption: no peak was measured next to them (realtime
-# training then ran above the (1, 5) peak: 3x3 convolutions of 128 channels run faster than the yardstick).
-_CRESTEREO = {"eval": {"s": 4.09, "gflop": 925.0, "efficiency": 0.72},
-              "train": {"s": 11.3, "gflop": 2769.0, "efficiency": 0.78}}
-_RAFT_STEREO_BASE = {"eval": {"s": 3.73, "gflop": 999.5, "efficiency": 0.856},
-                     "train": {"s": 12.31, "gflop": 2985.9, "efficiency": 0.775}}
-REFERENCE = {
-    "crestereo_base": _CRESTEREO,
-    "raft_stereo_base": _RAFT_STEREO_BASE,
-    "raft_stereo": _RAFT_STEREO_BASE,
-    "raft_stereo_realtime": {
-        "eval": {"s": 0.87, "gflop": 266.3, "efficiency": 0.978},
-        "train": {"s": 2.40, "gflop": 795.7, "efficiency": 1.059},
-    },
+# machine, 2 threads, float32, 1x3x384x512, 10 iterations: their measured seconds per call, as the README's
+# "Speed and memory" (CREStereo) and "RAFT-Stereo" sections give them with their work. Their efficiency (work /
+# time / REFERENCE_PEAK) is read over the (1, 5)-conv float32 peak of performance.md's machine (CREStereo: 72 %
+# eval, 78 % training); for RAFT-Stereo an assumption, no peak was measured next to its times (its realtime
+# training step then ran at 106 % of the (1, 5) peak: 3x3 convolutions of 128 channels run faster than the
+# yardstick). The reference's time here is then its time times REFERENCE_PEAK over the peak read here.
+REFERENCE_PEAK = 313.0
+_RAFT_STEREO_BASE_S = {"eval": 3.73, "train": 12.31}
+REFERENCE_S = {
+    "crestereo_base": {"eval": 4.09, "train": 11.3},
+    "raft_stereo_base": _RAFT_STEREO_BASE_S,
+    "raft_stereo": _RAFT_STEREO_BASE_S,
+    "raft_stereo_realtime": {"eval": 0.87, "train": 2.40},
 }
 
 
@@ -138,13 +134,13 @@ def model_mode(args: argparse.Namespace) -> list[dict]:
                 row["cpu_conv_peak_gflop_per_s"] = statistics.median(cpu_peaks)
                 row["cpu_fraction_of_peak"] = statistics.median(gflop / t / p for t, p in zip(cpu_times, cpu_peaks))
             at_reference_size = args.batch_size == 1 and (h, w) == (384, 512) and args.n_iterations == 10
-            if device.type == "cpu" and at_reference_size and args.model in REFERENCE:
-                ref = REFERENCE[args.model][task]
-                here = [ref["gflop"] / (ref["efficiency"] * p) for p in peaks]
-                row["reference_s"] = ref["s"]
+            if device.type == "cpu" and at_reference_size and args.model in REFERENCE_S:
+                reference_s = REFERENCE_S[args.model][task]
+                here = [reference_s * REFERENCE_PEAK / p for p in peaks]
+                row["reference_s"] = reference_s
                 row["reference_s_here"] = statistics.median(here)
                 row["speedup_vs_reference"] = statistics.median(r / t for r, t in zip(here, times))
-                cpu_here = [ref["gflop"] / (ref["efficiency"] * p) for p in cpu_peaks]
+                cpu_here = [reference_s * REFERENCE_PEAK / p for p in cpu_peaks]
                 row["cpu_reference_s_here"] = statistics.median(cpu_here)
                 row["cpu_speedup_vs_reference"] = statistics.median(r / t for r, t in zip(cpu_here, cpu_times))
             if args.profile:
