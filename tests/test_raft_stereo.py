@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models import RaftStereo, get_model, get_weight, list_models
+from models.raft_stereo import InstanceNorm2d
 
 MODELS = ["raft_stereo_base", "raft_stereo_realtime"]
 PARAMETERS = {"raft_stereo_base": 11116176, "raft_stereo_realtime": 8077152}
@@ -236,3 +237,37 @@ def test_registry_and_published_weights():
     assert get_weight("Raft_Stereo_Base_Weights.ETH3D_V1").meta["_metrics"]["ETH3D-test"]["mae"] == 0.18
     assert get_weight("Raft_Stereo_Base_Weights.SCENEFLOW_V1").url.endswith("-eff3f2e6.pth")
     assert get_weight("CREStereo_Base_Weights.DEFAULT") is not None
+
+
+def test_instance_norm_matches_torch_and_keeps_channels_last():
+    """The per-image batch norm of (pixels, channels) gives nn.InstanceNorm2d's values and gradients, on
+    channels_last and on NCHW input, and returns channels_last."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 6, 10, generator=generator) * 3 + 1.5
+    grad = torch.randn(2, 8, 6, 10, generator=generator)
+    expected = x.clone().requires_grad_()
+    F.instance_norm(expected, eps=1e-5).backward(grad)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        ours = x.contiguous(memory_format=layout).requires_grad_()
+        y = InstanceNorm2d(8)(ours)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, F.instance_norm(x, eps=1e-5), atol=1e-5, rtol=1e-5)
+        y.backward(grad)
+        torch.testing.assert_close(ours.grad, expected.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_no_gradient_copies_after_instance_norm():
+    """The ReLUs after an InstanceNorm (a view) run out of place: an in-place ReLU would put a CopySlices node,
+    a full-size gradient copy to NCHW, behind every normalisation of the base feature encoder."""
+    model = get_model("raft_stereo_base").train()
+    images = torch.rand(2, 3, 32, 64).contiguous(memory_format=torch.channels_last)
+    out = model._base_encoder(model.feature_encoder.base_encoder, images)
+    seen, stack, names = set(), [out.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.append(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    assert "NativeBatchNormBackward0" in names and "ReluBackward0" in names
+    assert "CopySlices" not in names
