@@ -257,8 +257,8 @@ def test_instance_norm_matches_torch_and_keeps_channels_last():
 
 
 def test_no_gradient_copies_after_instance_norm():
-    """The ReLUs after an InstanceNorm (a view) run out of place: an in-place ReLU would put a CopySlices node,
-    a full-size gradient copy to NCHW, behind every normalisation of the base feature encoder."""
+    """InstanceNorm returns a new tensor, not a view: the in-place ReLU after it would otherwise put a CopySlices
+    node, a full-size gradient copy to NCHW, behind every normalisation of the base feature encoder."""
     model = get_model("raft_stereo_base").train()
     images = torch.rand(2, 3, 32, 64).contiguous(memory_format=torch.channels_last)
     out = model._base_encoder(model.feature_encoder.base_encoder, images)
